@@ -1,0 +1,1 @@
+"""The users service: a FastAPI app built only from `building_blocks`."""

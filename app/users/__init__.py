@@ -1,0 +1,1 @@
+"""The users bounded context: domain, persistence, service and HTTP routes."""

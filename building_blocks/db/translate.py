@@ -1,0 +1,178 @@
+"""Turn driver exceptions into the `building_blocks.errors` tree, for every dialect.
+
+This is the one place that knows SQLSTATEs and vendor error numbers. Callers translate at
+the boundary (`Connection` does it for every statement) and raise ``from`` the original.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import exc as sa_exc
+
+from building_blocks.errors import (
+    ConflictError,
+    DataError,
+    DuplicateKeyError,
+    PoolTimeoutError,
+    QueryTimeoutError,
+    UnavailableError,
+)
+
+__all__ = ["DuplicateKey", "parse_duplicate_key", "translate_error"]
+
+# SQLSTATE classes/codes (PostgreSQL, SQL Server via ODBC) that mean "the database cannot
+# answer now" rather than "your statement is wrong".
+_PG_UNAVAILABLE_PREFIXES = ("08",)  # connection exceptions
+_PG_UNAVAILABLE = {
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (starting up / recovering)
+    "53300",  # too_many_connections
+    "53400",  # configuration_limit_exceeded
+    "40001",  # serialization_failure: transient, safe to re-run the whole unit of work
+    "40P01",  # deadlock_detected: same
+    "55P03",  # lock_not_available
+    "25006",  # read_only_sql_transaction: a write reached a standby (failover in progress)
+}
+_PG_TIMEOUT = {"57014"}  # query_canceled (statement_timeout)
+_PG_UNIQUE = "23505"
+
+# MySQL / MariaDB error numbers.
+_MY_UNAVAILABLE = {
+    1040,  # too many connections
+    1053,  # server shutdown in progress
+    1205,  # lock wait timeout
+    1213,  # deadlock
+    1290,  # read-only (--read-only server)
+    2002,  # can't connect (socket)
+    2003,  # can't connect (TCP)
+    2006,  # server has gone away
+    2013,  # lost connection during query
+    2055,  # lost connection (system error)
+    1045,  # access denied: at request time the client can only wait for an operator
+    1049,  # unknown database: same
+}
+_MY_TIMEOUT = {1969, 3024}  # MariaDB max_statement_time, MySQL max_execution_time
+_MY_UNIQUE = 1062
+
+# SQL Server native error numbers.
+_MS_UNIQUE = {2627, 2601}
+_MS_UNAVAILABLE = {1205, 4060, 18456, 40613, 40197, 40501, 10928, 10929}
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateKey:
+    """What a driver told us about a unique violation: a constraint name and/or columns."""
+
+    constraint: str | None
+    columns: tuple[str, ...]
+
+
+def _sqlstate(orig: BaseException) -> str | None:
+    for candidate in (orig, orig.__cause__):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _vendor_code(orig: BaseException) -> int | None:
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    # pyodbc puts the native error number inside the message: "... (2627) ..."
+    match = re.search(r"\((\d{3,5})\)", str(orig))
+    return int(match.group(1)) if match else None
+
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<cols>.+)")
+_MYSQL_UNIQUE = re.compile(r"Duplicate entry .* for key '(?P<key>[^']+)'")
+_MSSQL_CONSTRAINT = re.compile(r"constraint '(?P<key>[^']+)'")
+_MSSQL_INDEX = re.compile(r"unique index '(?P<key>[^']+)'")
+
+
+def parse_duplicate_key(exc: BaseException, dialect: str) -> DuplicateKey | None:
+    """If ``exc`` is a unique-key violation, say which key; otherwise ``None``."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if orig is None:
+        return None
+    message = str(orig)
+    if dialect == "postgresql":
+        if _sqlstate(orig) != _PG_UNIQUE:
+            return None
+        constraint = getattr(orig.__cause__, "constraint_name", None)
+        return DuplicateKey(constraint if isinstance(constraint, str) else None, ())
+    if dialect in ("mysql", "mariadb"):
+        if _vendor_code(orig) != _MY_UNIQUE:
+            return None
+        match = _MYSQL_UNIQUE.search(message)
+        # MySQL 8 prefixes the key with the table name ("users.uq_users_email").
+        key = match.group("key").rsplit(".", 1)[-1] if match else None
+        return DuplicateKey("PRIMARY" if key == "PRIMARY" else key, ())
+    if dialect == "sqlite":
+        match = _SQLITE_UNIQUE.search(message)
+        if match is None:
+            return None
+        cols = tuple(part.strip().rsplit(".", 1)[-1] for part in match.group("cols").split(","))
+        return DuplicateKey(None, cols)
+    if dialect == "mssql":
+        if _vendor_code(orig) not in _MS_UNIQUE:
+            return None
+        match = _MSSQL_CONSTRAINT.search(message) or _MSSQL_INDEX.search(message)
+        return DuplicateKey(match.group("key") if match else None, ())
+    return None
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def translate_error(
+    exc: BaseException, *, dialect: str, pool: str, entity: str = "entity"
+) -> DataError | None:
+    """Map ``exc`` to the error tree, or ``None`` when it is not a data-layer failure.
+
+    Messages name the pool (``primary``, ``replica-0``), never a URL.
+    """
+    if isinstance(exc, DataError):
+        return exc
+    if isinstance(exc, sa_exc.TimeoutError):
+        return PoolTimeoutError(f"no free connection in pool {pool!r}", pool=pool, retry_after=1)
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return QueryTimeoutError(f"database {pool!r} did not answer in time", pool=pool)
+    if isinstance(exc, ConnectionError | OSError):
+        return UnavailableError(f"database {pool!r} is unreachable", pool=pool, retry_after=2)
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+
+    duplicate = parse_duplicate_key(exc, dialect)
+    if duplicate is not None:
+        return DuplicateKeyError(entity, duplicate.columns, constraint=duplicate.constraint)
+
+    orig = exc.orig if exc.orig is not None else exc
+    state = _sqlstate(orig)
+    code = _vendor_code(orig) if dialect in ("mysql", "mariadb", "mssql") else None
+    if state in _PG_TIMEOUT or (code is not None and code in _MY_TIMEOUT):
+        return QueryTimeoutError(f"a statement on {pool!r} ran past its timeout", pool=pool)
+    unavailable = (
+        _is_disconnect(exc)
+        or (
+            state is not None
+            and (state in _PG_UNAVAILABLE or state.startswith(_PG_UNAVAILABLE_PREFIXES))
+        )
+        or (dialect in ("mysql", "mariadb") and code in _MY_UNAVAILABLE)
+        or (dialect == "mssql" and code in _MS_UNAVAILABLE)
+        or (dialect == "sqlite" and "locked" in str(orig))
+        or isinstance(exc, sa_exc.InterfaceError)
+        or isinstance(orig.__cause__, OSError | ConnectionError | asyncio.TimeoutError)
+    )
+    if unavailable:
+        return UnavailableError(f"database {pool!r} is unavailable", pool=pool, retry_after=1)
+    if isinstance(exc, sa_exc.IntegrityError):
+        return ConflictError(f"{entity} violates a constraint of the database")
+    if isinstance(exc, sa_exc.OperationalError):
+        return UnavailableError(f"database {pool!r} failed the operation", pool=pool)
+    return None

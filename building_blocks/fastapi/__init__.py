@@ -1,0 +1,23 @@
+"""FastAPI glue: lifespan, dependencies and problem+json error handlers.
+
+The only subpackage of `building_blocks` that imports FastAPI.
+"""
+
+from building_blocks.fastapi.dependencies import from_state
+from building_blocks.fastapi.health import health_router
+from building_blocks.fastapi.lifespan import Resource, lifespan_of
+from building_blocks.fastapi.problems import (
+    PROBLEM_JSON,
+    install_problem_handlers,
+    problem_response,
+)
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Resource",
+    "from_state",
+    "health_router",
+    "install_problem_handlers",
+    "lifespan_of",
+    "problem_response",
+]

@@ -1,0 +1,35 @@
+"""Lifespan glue: start resources in order when the app starts, stop them in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Protocol
+
+from fastapi import FastAPI
+
+__all__ = ["Resource", "lifespan_of"]
+
+
+class Resource(Protocol):
+    """Anything with ``start``/``close`` (a `DatabaseSession`, a cache backend...)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def lifespan_of(*resources: Resource) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A FastAPI ``lifespan`` that starts ``resources`` in order and closes them in reverse,
+    also when a later start fails."""
+    ordered = tuple(resources)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for resource in ordered:
+                await resource.start()
+                stack.push_async_callback(resource.close)
+            yield
+
+    return lifespan
