@@ -255,15 +255,16 @@ class PostgresServer:
         return f"last lines of {self.log_path}:\n" + "\n".join(text)
 
     def flushed_wal_lsn(self) -> str:
-        """Flush this primary's WAL and return the flushed position.
+        """Flush this primary's WAL and return the flushed position: a target every
+        transaction committed so far is behind, and which a replica will reach.
 
-        With synchronous_commit=off a commit only reaches the WAL buffers, and the
-        WAL writer sends it to disk (and so to replicas) up to 200 ms later: neither
-        pg_current_wal_lsn() (may be short of it) nor pg_current_wal_insert_lsn() (may
-        point past records that wait for a page to fill) is a target a replica is
-        sure to reach. One synchronous commit flushes everything before it; it must
-        write WAL to count as one, hence the (transactional) logical message, which
-        leaves no trace in any table.
+        Needed when synchronous_commit=off (a settings override): a commit then only
+        reaches the WAL buffers and the WAL writer flushes it (and so ships it to
+        replicas) up to 200 ms later, so pg_current_wal_lsn() may be short of it and
+        pg_current_wal_insert_lsn() may point past records that wait for a page to
+        fill. One synchronous commit flushes everything before it; it must write WAL
+        to count as one, hence the transactional logical message, which leaves no
+        trace in any table.
         """
         self.psql(
             "BEGIN; SET LOCAL synchronous_commit = on;"
