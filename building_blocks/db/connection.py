@@ -1,12 +1,14 @@
 """`Connection`: what repositories execute statements through.
 
-It wraps one checked-out SQLAlchemy connection inside one transaction, translates every
-driver error into the `building_blocks.errors` tree, and knows which pool it came from.
+It stands for one transaction on one database (``primary``, ``replica-0``...): the
+database is chosen when the unit of work begins, but the pool checkout and ``BEGIN``
+happen at the first statement, so a unit of work that never reaches the database (a cache
+hit) costs no connection. Every driver error is translated into `building_blocks.errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Executable
@@ -17,21 +19,33 @@ from building_blocks.errors import DataError
 
 __all__ = ["Connection"]
 
+Opener = Callable[[], Awaitable[AsyncConnection]]
+
 
 class Connection:
-    """A connection in an open transaction, bound to one pool (``primary``, ``replica-0``)."""
+    """A transaction bound to one pool, opened on first use."""
 
-    __slots__ = ("_conn", "dialect_name", "pool", "read_only")
+    __slots__ = ("_conn", "_open", "dialect_name", "pool", "read_only")
 
-    def __init__(self, conn: AsyncConnection, *, pool: str, read_only: bool) -> None:
-        self._conn = conn
+    def __init__(self, opener: Opener, *, pool: str, dialect_name: str, read_only: bool) -> None:
+        self._open: Opener | None = opener
+        self._conn: AsyncConnection | None = None
         self.pool = pool
         self.read_only = read_only
-        self.dialect_name = conn.dialect.name
+        self.dialect_name = dialect_name
 
     @property
-    def sqlalchemy(self) -> AsyncConnection:
-        """The underlying SQLAlchemy connection, for what the helpers here do not cover."""
+    def opened(self) -> bool:
+        """Whether a connection was checked out (a statement ran or `sqlalchemy` was used)."""
+        return self._conn is not None
+
+    async def sqlalchemy(self) -> AsyncConnection:
+        """The underlying SQLAlchemy connection (checked out and begun on first call)."""
+        if self._conn is None:
+            if self._open is None:
+                raise RuntimeError("the transaction is over")
+            opener, self._open = self._open, None
+            self._conn = await opener()
         return self._conn
 
     def _translated(self, exc: Exception) -> DataError:
@@ -44,41 +58,52 @@ class Connection:
         self, statement: Executable, parameters: Sequence[Mapping[str, Any]] | None = None
     ) -> int:
         """Run a statement for its effect; returns the number of rows it matched."""
+        conn = await self.sqlalchemy()
         try:
-            result = await self._conn.execute(statement, parameters)
+            result = await conn.execute(statement, parameters)
         except Exception as exc:
             raise self._translated(exc) from exc
         return int(getattr(result, "rowcount", -1))
 
     async def fetch_all(self, statement: Executable) -> Sequence[Mapping[str, Any]]:
         """Every row, as mappings of column name to value."""
+        conn = await self.sqlalchemy()
         try:
-            result = await self._conn.execute(statement)
+            result = await conn.execute(statement)
             return cast("Sequence[Mapping[str, Any]]", result.mappings().all())
         except Exception as exc:
             raise self._translated(exc) from exc
 
     async def fetch_one(self, statement: Executable) -> Mapping[str, Any] | None:
         """The first row, or ``None``."""
+        conn = await self.sqlalchemy()
         try:
-            result = await self._conn.execute(statement)
+            result = await conn.execute(statement)
             return cast("Mapping[str, Any] | None", result.mappings().first())
         except Exception as exc:
             raise self._translated(exc) from exc
 
     async def scalar(self, statement: Executable) -> Any:
+        conn = await self.sqlalchemy()
         try:
-            return await self._conn.scalar(statement)
+            return await conn.scalar(statement)
         except Exception as exc:
             raise self._translated(exc) from exc
 
     async def commit(self) -> None:
+        """Commit; a transaction that never ran a statement has nothing to commit."""
+        self._open = None
+        if self._conn is None:
+            return
         try:
             await self._conn.commit()
         except Exception as exc:
             raise self._translated(exc) from exc
 
     async def rollback(self) -> None:
+        self._open = None
+        if self._conn is None:
+            return
         try:
             await self._conn.rollback()
         except Exception as exc:

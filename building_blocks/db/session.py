@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,7 +24,6 @@ from building_blocks.db.connection import Connection
 from building_blocks.db.engines import WRITE_OPTION, create_engine
 from building_blocks.db.translate import translate_error
 from building_blocks.db.urls import describe_url, parse_url
-from building_blocks.errors import UnavailableError
 
 __all__ = ["DatabaseSession", "PoolStatus", "SQLAlchemySession"]
 
@@ -114,38 +114,37 @@ class SQLAlchemySession(DatabaseSession):
     @asynccontextmanager
     async def begin(self, *, read_only: bool = False) -> AsyncIterator[Connection]:
         name, engine = self._route(read_only=read_only)
-        async with self._connect(name, engine) as conn:
+        opened: list[AsyncConnection] = []
+
+        async def open_transaction() -> AsyncConnection:
+            conn = await self._checkout(name, engine)
+            opened.append(conn)
             options: dict[str, object] = {WRITE_OPTION: not read_only}
             if read_only and conn.dialect.name == "postgresql":
                 options["postgresql_readonly"] = True
-            await conn.execution_options(**options)
             try:
+                await conn.execution_options(**options)
                 await conn.begin()
             except Exception as exc:
-                error = translate_error(exc, dialect=conn.dialect.name, pool=name)
-                if error is None:
-                    raise
-                raise error from exc
-            yield Connection(conn, pool=name, read_only=read_only)
+                _raise_translated(exc, conn.dialect.name, name)
+            return conn
 
-    @asynccontextmanager
-    async def _connect(self, name: str, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         try:
-            conn = await engine.connect()
-        except Exception as exc:
-            error = translate_error(exc, dialect=engine.dialect.name, pool=name)
-            if error is None:
-                raise
-            raise error from exc
-        try:
-            yield conn
+            yield Connection(
+                open_transaction,
+                pool=name,
+                dialect_name=engine.dialect.name,
+                read_only=read_only,
+            )
         finally:
-            # Closing returns the connection to the pool and rolls back what is open. A
-            # failure here (the server died mid-request) must not mask the real error.
-            try:
-                await asyncio.shield(conn.close())
-            except Exception:
-                log.debug("closing a broken connection failed", exc_info=True)
+            for conn in opened:
+                await _close_quietly(conn)
+
+    async def _checkout(self, name: str, engine: AsyncEngine) -> AsyncConnection:
+        try:
+            return await engine.connect()
+        except Exception as exc:
+            _raise_translated(exc, engine.dialect.name, name)
 
     async def status(self) -> list[PoolStatus]:
         return list(await asyncio.gather(*(self._probe(n, e) for n, e in self._engines.items())))
@@ -154,10 +153,29 @@ class SQLAlchemySession(DatabaseSession):
         target = describe_url(engine.url)
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                async with self._connect(name, engine) as conn:
+                conn = await self._checkout(name, engine)
+                try:
                     await conn.execute(text("SELECT 1"))
-        except (UnavailableError, TimeoutError) as exc:
-            return PoolStatus(name, target, "down", type(exc).__name__)
+                finally:
+                    await _close_quietly(conn)
         except Exception as exc:  # a probe reports; it never raises
             return PoolStatus(name, target, "down", type(exc).__name__)
         return PoolStatus(name, target, "up")
+
+
+def _raise_translated(exc: Exception, dialect: str, pool: str) -> NoReturn:
+    """Raise the error-tree equivalent of ``exc`` (from it), or ``exc`` itself."""
+    error = translate_error(exc, dialect=dialect, pool=pool)
+    if error is None:
+        raise exc
+    raise error from exc
+
+
+async def _close_quietly(conn: AsyncConnection) -> None:
+    # Closing returns the connection to the pool and rolls back what is open. A failure
+    # here (the server died mid-request) must not mask the error the caller is handling;
+    # shielded so a cancelled request still hands its connection back.
+    try:
+        await asyncio.shield(conn.close())
+    except Exception:
+        log.debug("closing a broken connection failed", exc_info=True)

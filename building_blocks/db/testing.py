@@ -37,6 +37,8 @@ class CompilingConnection(Connection):
         # Deliberately not calling super().__init__: there is no SQLAlchemy connection.
         self.dialect = dialect
         self.dialect_name = dialect.name
+        self._open = None
+        self._conn = None
         self.pool = pool
         self.read_only = read_only
         self.statements: list[str] = []

@@ -7,7 +7,7 @@ Exception
 └── ServerError               a server we started or drove misbehaved
     ├── ServerCommandError    a client or control command (psql, pg_ctl, redis-cli,
     │                         mariadb) exited non-zero; carries its stderr
-    └── ServerTimeoutError         a server did not reach the awaited state in time
+    └── ServerTimeoutError    a server did not reach the awaited state in time
 """
 
 from __future__ import annotations

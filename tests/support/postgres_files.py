@@ -39,12 +39,12 @@ SETTINGS_FILE = "bbtest.conf"
 _MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535.lock")
 
 
-def postgres_bin_dir() -> Path:
-    """The newest /usr/lib/postgresql/<major>/bin that has the server tools."""
-    candidates = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()]
+def postgres_bin_dir(search_root: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The newest <search_root>/<major>/bin that has the server tools (Debian layout)."""
+    candidates = [p for p in search_root.glob("*/bin") if (p / "initdb").exists()]
     if not candidates:
         raise ServiceUnavailable(
-            "initdb/pg_ctl/pg_basebackup not found under /usr/lib/postgresql/*/bin; "
+            f"initdb/pg_ctl/pg_basebackup not found under {search_root}/*/bin; "
             f"install them with: {APT_LINE} ({INSTALL_HINT})"
         )
 

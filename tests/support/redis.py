@@ -43,8 +43,7 @@ class RedisServer:
         self.log_path = root / "redis.log"
         self.port = free_port()
         self.password = password
-        self._server_bin = require_binary("redis-server", _APT_PACKAGE)
-        self._cli_bin = require_binary("redis-cli", _APT_PACKAGE)
+        self._server_bin, self._cli_bin = _binaries()
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -53,6 +52,7 @@ class RedisServer:
         cls, base_dir: Path, *, password: str | None = None, timeout: float = 10.0
     ) -> RedisServer:
         """Start a new instance in a fresh folder under `base_dir`; wait for PING."""
+        _binaries()  # before making a folder that a missing binary would orphan
         base_dir.mkdir(parents=True, exist_ok=True)
         server = cls(
             Path(tempfile.mkdtemp(prefix="bbtest-redis-", dir=base_dir)), password=password
@@ -218,6 +218,13 @@ class RedisServer:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def _binaries() -> tuple[str, str]:
+    return (
+        require_binary("redis-server", _APT_PACKAGE),
+        require_binary("redis-cli", _APT_PACKAGE),
+    )
 
 
 def _resp_encode(command: list[str]) -> bytes:

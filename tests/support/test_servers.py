@@ -69,6 +69,18 @@ def test_missing_binary_error_names_the_apt_line() -> None:
         require_binary("bbtest-no-such-binary", "some-package")
 
 
+def test_missing_postgres_error_names_the_apt_line(tmp_path: Path) -> None:
+    with pytest.raises(ServiceUnavailable, match="apt-get install -y postgresql"):
+        postgres_bin_dir(tmp_path)
+
+
+def test_newest_postgres_major_is_chosen(tmp_path: Path) -> None:
+    for major in ("9.6", "15", "16"):
+        (tmp_path / major / "bin").mkdir(parents=True)
+        (tmp_path / major / "bin" / "initdb").touch()
+    assert postgres_bin_dir(tmp_path) == tmp_path / "16" / "bin"
+
+
 def test_skip_or_fail_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception):
