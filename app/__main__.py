@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
 from app.migrations import upgrade_sync
 from app.settings import Settings
 from building_blocks.db import describe_url
+from building_blocks.telemetry import configure_logging, prepare_multiprocess_dir
 
 log = logging.getLogger("app")
 
@@ -34,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     url = settings.database_url.get_secret_value()
     if not args.no_migrate:
         upgrade_sync(url)
@@ -45,17 +48,38 @@ def main(argv: list[str] | None = None) -> int:
         f"{describe_url(url)}",
         flush=True,
     )
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=20,
-        proxy_headers=True,
-    )
+    metrics_dir = _multiprocess_metrics(args.workers, settings.prometheus_multiproc_dir)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # keep the service's own (JSON) logging in every worker
+            access_log=False,  # the telemetry middleware writes the access line
+            timeout_graceful_shutdown=20,
+            proxy_headers=True,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _multiprocess_metrics(workers: int, configured: Path | None) -> Path | None:
+    """With several workers, turn on prometheus-client's multiprocess mode: an empty
+    directory in ``PROMETHEUS_MULTIPROC_DIR`` before the workers start (they read it when
+    they import prometheus-client). Returns a directory made here, to remove at exit."""
+    if configured is not None:
+        prepare_multiprocess_dir(configured)  # files of a previous run would add up
+        return None
+    if workers <= 1:
+        return None
+    made = Path(tempfile.mkdtemp(prefix="app-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(made)
+    return made
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ until the lifespan starts."""
 from __future__ import annotations
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from app.settings import Settings
 from app.users.repository import SqlUserRepository, UserRepository
@@ -11,6 +12,14 @@ from app.users.router import router as users_router
 from app.users.service import UserService
 from building_blocks.db import DatabaseSession, SQLAlchemySession
 from building_blocks.fastapi import health_router, install_problem_handlers, lifespan_of
+from building_blocks.fastapi.telemetry import install_telemetry
+from building_blocks.telemetry import (
+    DatabaseTelemetry,
+    Metrics,
+    MetricsExposition,
+    Tracing,
+    configure_logging,
+)
 from building_blocks.uow import SQLAlchemyUnitOfWorkFactory, UnitOfWorkFactory
 
 __all__ = ["create_app"]
@@ -25,16 +34,36 @@ def create_app(
     """The users service. Pass ``database``/``users_uow`` to swap in other implementations
     (tests use the in-memory unit of work); by default everything comes from ``settings``."""
     settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     session = database or SQLAlchemySession(settings.database())
     uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
+
+    # Telemetry: instruments on a registry of this app; the database's engines are
+    # instrumented once the session has created them (lifespan order below).
+    metrics = Metrics(CollectorRegistry())
+    multiproc = settings.prometheus_multiproc_dir
+    db_telemetry = DatabaseTelemetry(
+        lambda: session.engines if isinstance(session, SQLAlchemySession) else {},
+        metrics,
+        multiprocess_dir=multiproc,
+    )
+    if multiproc:
+        exposition = MetricsExposition.multiprocess(multiproc, before_scrape=[db_telemetry.refresh])
+    else:
+        metrics.registry.register(db_telemetry.collector)
+        exposition = MetricsExposition(metrics.registry)
+    tracing = Tracing(settings.tracing())
 
     app = FastAPI(
         title="Users service",
         version="0.1.0",
         description="Users API built from building_blocks.",
-        lifespan=lifespan_of(session),
+        lifespan=lifespan_of(tracing, session, db_telemetry),
     )
+    install_telemetry(app, metrics=metrics, exposition=exposition)
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.tracing = tracing
     app.state.database = session
     app.state.user_service = UserService(uow)
     install_problem_handlers(app)

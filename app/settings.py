@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from building_blocks.config import DatabaseConfig, PoolConfig
+from building_blocks.telemetry import TracingConfig
 
 __all__ = ["Settings", "default_database_url"]
 
@@ -43,12 +44,41 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     service_name: str = Field(default="users", validation_alias="OTEL_SERVICE_NAME")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Telemetry (see docs/observability.md): the OTEL_* variables that decide whether and
+    # what to build; the SDK reads the rest (endpoint, headers, sampler...) itself.
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: Literal["otlp", "console", "none"] | None = Field(
+        default=None, validation_alias="OTEL_TRACES_EXPORTER"
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
 
     @field_validator("database_replica_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("otel_traces_exporter", mode="before")
+    @classmethod
+    def _first_exporter(cls, value: object) -> object:
+        # The variable is a list ("otlp,console"); one exporter is all this service needs.
+        if isinstance(value, str):
+            return value.split(",")[0].strip().lower() or None
         return value
 
     @field_validator("log_level", mode="before")
@@ -65,6 +95,20 @@ class Settings(BaseSettings):
             if path and name not in os.environ:
                 overrides[name.lower()] = Path(path).read_text(encoding="utf-8").strip()
         return cls(**overrides)  # type: ignore[arg-type]
+
+    def tracing(self) -> TracingConfig:
+        """Without an exporter or an endpoint configured, spans are recorded (trace ids in
+        logs and exemplars) but not exported: a laptop run must not retry a collector that
+        is not there every five seconds (the specification's default is ``otlp``)."""
+        exporter = self.otel_traces_exporter or (
+            "otlp" if self.otel_exporter_otlp_endpoint else "none"
+        )
+        return TracingConfig(
+            enabled=not self.otel_sdk_disabled,
+            service_name=self.service_name,
+            exporter=exporter,
+            protocol=self.otel_exporter_otlp_protocol,
+        )
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(

@@ -16,12 +16,19 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 __all__ = ["AbstractUnitOfWork", "UnitOfWork", "UnitOfWorkFactory"]
 
 log = logging.getLogger(__name__)
+# A proxy that follows the global provider installed later by the lifespan (or a test).
+_tracer = trace.get_tracer(__name__)
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -68,6 +75,9 @@ class AbstractUnitOfWork(ABC, Generic[R]):
         self._repository: R | None = None
         self._after_commit: list[AfterCommit] = []
         self._open = False
+        self._committed = False
+        self._span: trace.Span | None = None
+        self._span_token: Token[Context] | None = None
 
     @property
     def repository(self) -> R:
@@ -95,7 +105,15 @@ class AbstractUnitOfWork(ABC, Generic[R]):
     async def __aenter__(self) -> Self:
         if self._open:
             raise RuntimeError("a unit of work cannot be entered twice")
-        self._repository = await self._begin()
+        # One span per unit of work: its statements (and cache calls) become its children.
+        span = _tracer.start_span("unit of work", attributes={"uow.read_only": self.read_only})
+        self._span, self._span_token = span, otel_context.attach(trace.set_span_in_context(span))
+        try:
+            self._repository = await self._begin()
+        except BaseException as exc:
+            self._end_span(exc)
+            raise
+        span.set_attribute("db.client.connection.pool.name", self.pool)
         self._open = True
         return self
 
@@ -111,7 +129,25 @@ class AbstractUnitOfWork(ABC, Generic[R]):
         finally:
             self._open = False
             self._repository = None
-            await self._end()
+            try:
+                await self._end()
+            finally:
+                self._end_span(exc)
+
+    def _end_span(self, exc: BaseException | None) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        span.set_attribute("uow.outcome", "committed" if self._committed else "rolled_back")
+        if exc is not None:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        token, self._span_token = self._span_token, None
+        try:
+            if token is not None:
+                otel_context.detach(token)
+        finally:
+            span.end()
 
     async def commit(self) -> None:
         if not self._open:
@@ -120,6 +156,7 @@ class AbstractUnitOfWork(ABC, Generic[R]):
             raise RuntimeError("a read-only unit of work cannot commit")
         await self._commit()
         self._open = False
+        self._committed = True
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             try:

@@ -1,0 +1,189 @@
+"""HTTP telemetry for FastAPI: a lean ASGI middleware and the ``GET /metrics`` route.
+
+Per request the middleware opens one server span (continuing a W3C ``traceparent``),
+records ``http_server_request_duration_seconds`` (with the trace id as exemplar) and
+``http_server_active_requests`` labelled with the route *template*
+(``/api/v1/users/{user_id}``, never the raw path), and writes one access-log line with
+the pool and cache result the request used (`building_blocks.telemetry.context`).
+
+Hand-written instead of opentelemetry-instrumentation-fastapi: that one finds the route
+template by matching the request against every route a second time, and adds two spans
+per request (``http receive``/``http send``); here the router has already stored the
+matched route in ``scope["route"]`` by the time the inner app returns, so it costs one
+dict lookup (see docs/observability.md for the measured overhead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from building_blocks.telemetry.context import current_exemplar, open_notes, reset_notes
+from building_blocks.telemetry.exposition import MetricsExposition
+from building_blocks.telemetry.logging import ACCESS_LOGGER
+from building_blocks.telemetry.metrics import Metrics
+
+__all__ = ["TelemetryMiddleware", "install_telemetry", "metrics_router"]
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+#: Routes polled by machines: their access lines are logged at DEBUG, not INFO.
+QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class _HeaderGetter(Getter[Headers]):
+    """Reads propagation headers straight from the ASGI header list (no dict built)."""
+
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        wanted = key.lower().encode("latin-1")
+        values = [v.decode("latin-1") for k, v in carrier if k == wanted]
+        return values or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [k.decode("latin-1") for k, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    if route is None:
+        return ""  # no route matched (404): never the raw path, it is unbounded
+    return str(getattr(route, "path_format", None) or getattr(route, "path", ""))
+
+
+class TelemetryMiddleware:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: that would add a task per request)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        self.app = app
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._duration = metrics.http_duration
+        self._active = metrics.http_active
+        # Label lookups hash and lock; cache the children (bounded by routes x statuses).
+        self._duration_children: dict[tuple[str, str, int], Any] = {}
+        self._active_children: dict[str, Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method: str = scope["method"]
+        parent = propagate.extract(scope["headers"], getter=_GETTER)
+        span = self._tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            },
+        )
+        span_token = otel_context.attach(trace.set_span_in_context(span, parent))
+        notes, notes_token = open_notes()
+        active = self._active_children.get(method)
+        if active is None:
+            active = self._active_children[method] = self._active.labels(method)
+        active.inc()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            status = 500  # the error middleware outside answers 500
+            span.record_exception(exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_of(scope)
+            key = (method, route, status)
+            child = self._duration_children.get(key)
+            if child is None:
+                child = self._duration_children[key] = self._duration.labels(
+                    method, route, str(status)
+                )
+            child.observe(elapsed, exemplar=current_exemplar())
+            active.dec()
+            if span.is_recording():
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                    span.set_attribute("error.type", str(status))
+            level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+            if access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
+                    "%s %s %d %.1fms",
+                    method,
+                    route or scope["path"],
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "path": scope["path"],  # never the query string (emails, cursors)
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "pool": notes.pool,
+                        "cache": notes.cache,
+                    },
+                )
+            reset_notes(notes_token)
+            otel_context.detach(span_token)
+            span.end()
+
+
+def metrics_router(exposition: MetricsExposition) -> APIRouter:
+    """``GET /metrics``: Prometheus text, or OpenMetrics with exemplars on request."""
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        # Collecting reads files in multiprocess mode: keep it off the event loop.
+        body, content_type = await asyncio.to_thread(
+            exposition.render, request.headers.get("accept")
+        )
+        return Response(body, media_type=content_type)
+
+    return router
+
+
+def install_telemetry(
+    app: FastAPI,
+    *,
+    metrics: Metrics,
+    exposition: MetricsExposition,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> None:
+    """Add the middleware and the ``/metrics`` route to ``app``."""
+    app.add_middleware(TelemetryMiddleware, metrics=metrics, tracer_provider=tracer_provider)
+    app.include_router(metrics_router(exposition))

@@ -1,0 +1,99 @@
+"""Per-request notes and trace ids: the small hooks other modules use to enrich telemetry.
+
+The HTTP middleware opens a `RequestNotes` for each request and writes the access-log
+line from it when the request ends. Code deeper down (the query instrumentation, the
+cache, replica routing) writes into it with `note_pool` / `note_cache` without knowing
+about HTTP; outside a request these calls do nothing.
+
+A mutable holder in one context variable (rather than a variable per field) because
+FastAPI runs parts of a request in child tasks and threads: they get a *copy* of the
+context, so a ``ContextVar.set`` there would never reach the middleware, while a change
+to the shared holder does.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+
+__all__ = [
+    "RequestNotes",
+    "current_exemplar",
+    "current_notes",
+    "note_cache",
+    "note_pool",
+    "open_notes",
+    "reset_notes",
+    "trace_ids",
+]
+
+
+@dataclass(slots=True)
+class RequestNotes:
+    """What one request touched: pools that served statements, and the cache result."""
+
+    pools: list[str] = field(default_factory=list)
+    cache: str | None = None
+
+    @property
+    def pool(self) -> str | None:
+        """The pools used, comma-separated in first-use order (``None`` if no database)."""
+        return ",".join(self.pools) if self.pools else None
+
+
+_notes: ContextVar[RequestNotes | None] = ContextVar("bb_request_notes", default=None)
+
+
+def open_notes() -> tuple[RequestNotes, Token[RequestNotes | None]]:
+    """Start collecting notes for the current request (the middleware calls this)."""
+    notes = RequestNotes()
+    return notes, _notes.set(notes)
+
+
+def reset_notes(token: Token[RequestNotes | None]) -> None:
+    _notes.reset(token)
+
+
+def current_notes() -> RequestNotes | None:
+    return _notes.get()
+
+
+def note_pool(pool: str) -> None:
+    """Record that a statement of this request ran on ``pool`` (``primary``, ``replica-0``)."""
+    notes = _notes.get()
+    if notes is not None and pool not in notes.pools:
+        notes.pools.append(pool)
+
+
+def note_cache(result: str) -> None:
+    """Record the cache result of this request: ``hit``, ``miss``, ``error`` or ``bypass``.
+
+    With several lookups in one request the last one wins, except that a ``miss`` or
+    ``error`` is not hidden by a later ``hit``.
+    """
+    notes = _notes.get()
+    if notes is not None and (notes.cache is None or result != "hit"):
+        notes.cache = result
+
+
+def trace_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex of the current span, or ``None`` when not recording."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def current_exemplar() -> dict[str, str] | None:
+    """An exemplar label set for a histogram observation: the current sampled trace id.
+
+    ``histogram.labels(...).observe(seconds, exemplar=current_exemplar())``. Prometheus
+    shows exemplars only when scraped as OpenMetrics; in multiprocess mode prometheus-client
+    drops them (a documented limitation), which costs nothing.
+    """
+    ctx = trace.get_current_span().get_span_context()
+    if not (ctx.is_valid and ctx.trace_flags.sampled):
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x")}
