@@ -19,6 +19,21 @@ from tests.support import (
     mariadb_temp_database,
 )
 from tests.support.pytest_helpers import skip_or_fail
+from tests.support.telemetry import SpanCapture, install_span_capture
+
+
+@pytest.fixture(scope="session", autouse=True)
+def span_capture() -> SpanCapture:
+    """The run's tracer provider, installed before any app (one per process)."""
+    return install_span_capture()
+
+
+@pytest.fixture
+def spans(span_capture: SpanCapture) -> Iterator[SpanCapture]:
+    """Spans finished during this test (server, unit of work, SQL, Redis...)."""
+    span_capture.start()
+    yield span_capture
+    span_capture.stop()
 
 
 @pytest.fixture(scope="session")

@@ -73,20 +73,18 @@ class Tracing:
     async def start(self) -> None:
         if not self.config.enabled or self._provider is not None:
             return
+        if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            # The global provider can be set once per process and someone did (an
+            # `opentelemetry-instrument` wrapper, a test run): spans go to theirs.
+            log.info("a tracer provider is already installed; using it")
+            return
         resource = Resource.create({SERVICE_NAME: self.config.service_name})
-        # shutdown_on_exit=False: close() flushes in the lifespan; an atexit hook per
-        # provider would keep every provider a test ever built alive until exit.
+        # shutdown_on_exit=False: close() flushes in the lifespan, no atexit hook needed.
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         processor = self._processor or _processor_for(self.config)
         if processor is not None:
             provider.add_span_processor(processor)
-        current = trace.get_tracer_provider()
-        if isinstance(current, trace.ProxyTracerProvider):
-            trace.set_tracer_provider(provider)
-        else:
-            # The global provider can be set once per process (an `opentelemetry-instrument`
-            # wrapper or a test did it): keep theirs rather than fail the start.
-            log.warning("a tracer provider is already installed; keeping it")
+        trace.set_tracer_provider(provider)
         self._provider = provider
         log.info(
             "tracing on",

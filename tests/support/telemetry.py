@@ -1,0 +1,121 @@
+"""Test helpers for telemetry: a process-wide span capture, app clients, scrape parsing.
+
+The OpenTelemetry global tracer provider can be set once per process, so the test run
+installs one SDK provider at start (`install_span_capture`, from ``tests/conftest.py``)
+before any app exists; apps built by tests then find it and keep it, and tests read
+the spans it recorded through `SpanCapture`. Spans are kept only while a test captures.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+__all__ = [
+    "SpanCapture",
+    "app_client",
+    "install_span_capture",
+    "sample_value",
+    "samples",
+]
+
+
+class _Gate(SimpleSpanProcessor):
+    """Exports only while a test is capturing (the run's other spans are dropped)."""
+
+    capturing = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.capturing:
+            super().on_end(span)
+
+
+class SpanCapture:
+    def __init__(self, exporter: InMemorySpanExporter, gate: _Gate) -> None:
+        self._exporter = exporter
+        self._gate = gate
+
+    def start(self) -> None:
+        self._exporter.clear()
+        self._gate.capturing = True
+
+    def stop(self) -> None:
+        self._gate.capturing = False
+        self._exporter.clear()
+
+    def spans(self) -> tuple[ReadableSpan, ...]:
+        return tuple(self._exporter.get_finished_spans())
+
+
+_capture: SpanCapture | None = None
+
+
+def install_span_capture() -> SpanCapture:
+    """Install (once) the run's global tracer provider and return its capture."""
+    global _capture  # noqa: PLW0603 - one provider per process is OpenTelemetry's rule
+    if _capture is None:
+        exporter = InMemorySpanExporter()
+        gate = _Gate(exporter)
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(gate)
+        trace.set_tracer_provider(provider)
+        if trace.get_tracer_provider() is not provider:
+            raise RuntimeError("a tracer provider was installed before the test run's")
+        _capture = SpanCapture(exporter, gate)
+    return _capture
+
+
+@asynccontextmanager
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``app``'s lifespan and yield a client that calls it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            yield client
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+_LINE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str, name: str) -> list[Sample]:
+    """The samples named exactly ``name`` in a Prometheus text exposition."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if match and match.group(1) == name:
+            labels = dict(_LABEL.findall(match.group(2) or ""))
+            found.append(Sample(name, labels, float(match.group(3))))
+    return found
+
+
+def sample_value(text: str, name: str, **labels: str) -> float:
+    """The value of the one sample ``name{labels...}`` (0 when absent: never recorded)."""
+    matching = [
+        s for s in samples(text, name) if all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    if len(matching) > 1:
+        raise AssertionError(f"{name}{labels} matches {len(matching)} samples: {matching}")
+    return matching[0].value if matching else 0.0
+
+
+def span_names(spans: Sequence[ReadableSpan]) -> list[str]:
+    return [s.name for s in spans]
