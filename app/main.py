@@ -59,11 +59,15 @@ def create_app(
         version="0.1.0",
         description="Users API built from building_blocks.",
         lifespan=lifespan_of(tracing, session, db_telemetry),
+        # FastAPI's native OpenTelemetry would add a second server span per request (and
+        # OTel-API metrics nobody reads): TelemetryMiddleware does spans, metrics and logs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_telemetry(app, metrics=metrics, exposition=exposition)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.tracing = tracing
+    app.state.db_telemetry = db_telemetry
     app.state.database = session
     app.state.user_service = UserService(uow)
     install_problem_handlers(app)
