@@ -25,7 +25,9 @@ __all__ = ["DuplicateKey", "parse_duplicate_key", "translate_error"]
 
 # SQLSTATE classes/codes (PostgreSQL, SQL Server via ODBC) that mean "the database cannot
 # answer now" rather than "your statement is wrong".
-_PG_UNAVAILABLE_PREFIXES = ("08",)  # connection exceptions
+# 08: connection exceptions; 28: login refused (a wrong password is a database the
+# service cannot use: 503 with Retry-After, never a 500)
+_PG_UNAVAILABLE_PREFIXES = ("08", "28")
 _PG_UNAVAILABLE = {
     "57P01",  # admin_shutdown
     "57P02",  # crash_shutdown
