@@ -18,7 +18,7 @@ from tests.support import PostgresServer, ServiceUnavailable
 from tests.support.pytest_helpers import skip_or_fail
 from tests.support.telemetry import SpanCapture, app_client
 
-PASSWORD = "s3cret-Pa55word"  # noqa: S105 - the secret the logs must never show
+PASSWORD = "s3cret-Pa55word"
 
 
 @pytest.fixture
@@ -47,7 +47,9 @@ async def test_each_request_writes_one_json_access_line_with_route_pool_and_trac
         ("GET", "/api/v1/users/{user_id}", 200),
     ]
     get = access[1]
-    assert get["pool"] == "primary" and get["cache"] is None and get["duration_ms"] > 0
+    assert get["pool"] == "primary"
+    assert get["cache"] is None
+    assert get["duration_ms"] > 0
     server = next(s for s in spans.spans() if s.name == "GET /api/v1/users/{user_id}")
     assert get["trace_id"] == format(server.context.trace_id, "032x")
     assert get["span_id"] == format(server.context.span_id, "016x")

@@ -52,14 +52,18 @@ async def test_a_request_is_one_trace_of_server_unit_of_work_and_sql_spans(
     assert server.attributes["http.response.status_code"] == 200
     assert {s.context.trace_id for s in finished} == {server.context.trace_id}
     (uow,) = [s for s in finished if s.name == "unit of work"]
-    assert uow.parent is not None and uow.parent.span_id == server.context.span_id
-    assert uow.attributes is not None and uow.attributes["uow.read_only"] is True
+    assert uow.parent is not None
+    assert uow.parent.span_id == server.context.span_id
+    assert uow.attributes is not None
+    assert uow.attributes["uow.read_only"] is True
     sql = _sql_spans(finished)
     assert [s.name for s in sql] == ["BEGIN", "SELECT users"]
     for span in sql:
         assert span.kind is SpanKind.CLIENT
-        assert span.parent is not None and span.parent.span_id == uow.context.span_id
-        assert span.attributes is not None and span.attributes[POOL_ATTR] == "primary"
+        assert span.parent is not None
+        assert span.parent.span_id == uow.context.span_id
+        assert span.attributes is not None
+        assert span.attributes[POOL_ATTR] == "primary"
 
 
 async def test_each_statement_is_exactly_one_span_even_if_instrumented_again(
@@ -108,7 +112,8 @@ async def test_an_incoming_traceparent_continues_the_callers_trace(
         await client.get("/health/live", headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
     (server,) = [s for s in spans.spans() if s.kind is SpanKind.SERVER]
     assert format(server.context.trace_id, "032x") == trace_id
-    assert server.parent is not None and format(server.parent.span_id, "016x") == parent_id
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == parent_id
 
 
 @pytest.mark.postgres
@@ -208,4 +213,5 @@ def test_spans_reach_an_otlp_receiver_when_the_service_shuts_down(tmp_path: Path
     get_line = next(a for a in access if a["route"] == USER_ROUTE)
     server_trace = next(t for _, name, t in received if name == f"GET {USER_ROUTE}")
     assert get_line["trace_id"] == server_trace
-    assert get_line["status"] == 200 and get_line["pool"] == "primary"
+    assert get_line["status"] == 200
+    assert get_line["pool"] == "primary"

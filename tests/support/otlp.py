@@ -39,7 +39,7 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # keep test output quiet
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -52,7 +52,7 @@ class OtlpReceiver:
 
     def spans(self) -> list[tuple[str, str, str]]:
         """``(service name, span name, trace id hex)`` of every span received."""
-        found = []
+        found: list[tuple[str, str, str]] = []
         for request in self.requests:
             for resource_spans in request.resource_spans:
                 service = next(

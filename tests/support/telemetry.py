@@ -96,7 +96,7 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 def samples(text: str, name: str) -> list[Sample]:
     """The samples named exactly ``name`` in a Prometheus text exposition."""
-    found = []
+    found: list[Sample] = []
     for line in text.splitlines():
         if line.startswith("#"):
             continue
