@@ -30,9 +30,11 @@ def create_app(
     *,
     database: DatabaseSession | None = None,
     users_uow: UnitOfWorkFactory[UserRepository] | None = None,
+    telemetry: bool = True,
 ) -> FastAPI:
     """The users service. Pass ``database``/``users_uow`` to swap in other implementations
-    (tests use the in-memory unit of work); by default everything comes from ``settings``."""
+    (tests use the in-memory unit of work); by default everything comes from ``settings``.
+    ``telemetry=False`` leaves out spans, metrics and access logs (benchmarks compare)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     session = database or SQLAlchemySession(settings.database())
@@ -58,12 +60,13 @@ def create_app(
         title="Users service",
         version="0.1.0",
         description="Users API built from building_blocks.",
-        lifespan=lifespan_of(tracing, session, db_telemetry),
+        lifespan=lifespan_of(tracing, session, db_telemetry) if telemetry else lifespan_of(session),
         # FastAPI's native OpenTelemetry would add a second server span per request (and
         # OTel-API metrics nobody reads): TelemetryMiddleware does spans, metrics and logs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    install_telemetry(app, metrics=metrics, exposition=exposition)
+    if telemetry:
+        install_telemetry(app, metrics=metrics, exposition=exposition)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.tracing = tracing
