@@ -10,7 +10,12 @@ from app.users.repository import SqlUserRepository, UserRepository
 from app.users.router import router as users_router
 from app.users.service import UserService
 from building_blocks.db import DatabaseSession, SQLAlchemySession
-from building_blocks.fastapi import health_router, install_problem_handlers, lifespan_of
+from building_blocks.fastapi import (
+    BodySizeLimit,
+    health_router,
+    install_problem_handlers,
+    lifespan_of,
+)
 from building_blocks.uow import SQLAlchemyUnitOfWorkFactory, UnitOfWorkFactory
 
 __all__ = ["create_app"]
@@ -38,6 +43,7 @@ def create_app(
     app.state.database = session
     app.state.user_service = UserService(uow)
     install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(users_router)
     app.include_router(health_router(session))
     return app

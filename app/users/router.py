@@ -24,6 +24,7 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body is not JSON", **_PROBLEM},
+    413: {"description": "The body is larger than MAX_BODY_BYTES", **_PROBLEM},
     422: {"description": "Invalid input", **_PROBLEM},
     503: {"description": "Database unavailable; retry after Retry-After seconds", **_PROBLEM},
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -234,3 +235,20 @@ async def test_health_live_and_ready(api: httpx.AsyncClient) -> None:
     ready = await api.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["databases"][0]["state"] == "up"
+
+
+async def test_an_oversized_body_is_refused_with_413_before_parsing(api: httpx.AsyncClient) -> None:
+    huge = alice(first_name="A", last_name="B" * 200_000)
+    response = await api.post(USERS, json=huge)
+    assert_problem(response, 413)
+
+
+async def test_an_oversized_chunked_body_is_refused_with_413(api: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"first_name": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = await api.post(USERS, content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(response, 413)
