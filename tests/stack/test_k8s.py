@@ -4,6 +4,7 @@ generated from the same files as the compose stack's. Offline: no cluster."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -301,21 +302,26 @@ def test_service_hpa_pdb_and_servicemonitor_select_the_app_pods(
 def test_connections_at_max_scale_fit_under_max_connections(
     objects: list[dict[str, Any]],
 ) -> None:
-    """maxReplicas x (pool size + overflow) + headroom <= PostgreSQL max_connections."""
+    """(maxReplicas + rolling-update surge) x (pool size + overflow) + headroom fits under
+    PostgreSQL's max_connections, on the primary and on each standby (same setting)."""
     hpa = one(objects, "HorizontalPodAutoscaler")
-    config = one(
-        objects,
-        "ConfigMap",
-        one(objects, "Deployment", "users")["spec"]["template"]["spec"]["containers"][0]["envFrom"][
-            0
-        ]["configMapRef"]["name"],
+    deployment = one(objects, "Deployment", "users")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    config = one(objects, "ConfigMap", container["envFrom"][0]["configMapRef"]["name"])
+    workers = int(container["args"][container["args"].index("--workers") + 1])
+    per_pod = (
+        int(config["data"]["DB_POOL_SIZE"]) + int(config["data"]["DB_MAX_OVERFLOW"])
+    ) * workers
+    surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    extra = (
+        math.ceil(hpa["spec"]["maxReplicas"] * int(surge.rstrip("%")) / 100)
+        if isinstance(surge, str)
+        else int(surge)
     )
-    per_pod = int(config["data"]["DB_POOL_SIZE"]) + int(config["data"]["DB_MAX_OVERFLOW"])
-    max_connections = int(
-        one(objects, "Cluster")["spec"]["postgresql"]["parameters"]["max_connections"]
-    )
+    max_pods = hpa["spec"]["maxReplicas"] + extra
+    parameters = one(objects, "Cluster")["spec"]["postgresql"]["parameters"]
     headroom = 20  # superuser_reserved_connections, the operator, replication, a psql or two
-    assert hpa["spec"]["maxReplicas"] * per_pod + headroom <= max_connections
+    assert max_pods * per_pod + headroom <= int(parameters["max_connections"])
 
 
 def test_images_are_pinned(objects: list[dict[str, Any]]) -> None:
