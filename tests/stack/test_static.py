@@ -480,6 +480,7 @@ def test_template_variables_are_label_values_queries_with_all() -> None:
         for variable in variables:
             assert variable["type"] == "query"
             assert variable["definition"].startswith("label_values(")
+            assert variable["query"] == variable["definition"]
             assert variable["includeAll"] is True
             assert variable["allValue"] == ".*"
             # Used as a regex, so "All" (.*) and multi-selection both work.
