@@ -11,7 +11,12 @@ from app.users.repository import SqlUserRepository, UserRepository
 from app.users.router import router as users_router
 from app.users.service import UserService
 from building_blocks.db import DatabaseSession, SQLAlchemySession
-from building_blocks.fastapi import health_router, install_problem_handlers, lifespan_of
+from building_blocks.fastapi import (
+    BodySizeLimit,
+    health_router,
+    install_problem_handlers,
+    lifespan_of,
+)
 from building_blocks.fastapi.telemetry import install_telemetry
 from building_blocks.telemetry import (
     DatabaseTelemetry,
@@ -65,8 +70,6 @@ def create_app(
         # OTel-API metrics nobody reads): TelemetryMiddleware does spans, metrics and logs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    if telemetry:
-        install_telemetry(app, metrics=metrics, exposition=exposition)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.tracing = tracing
@@ -74,6 +77,9 @@ def create_app(
     app.state.database = session
     app.state.user_service = UserService(uow)
     install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(users_router)
     app.include_router(health_router(session))
+    if telemetry:  # last: the outermost middleware, so it also sees 413s
+        install_telemetry(app, metrics=metrics, exposition=exposition)
     return app

@@ -13,6 +13,7 @@ import pytest
 
 from app.migrations import upgrade_sync
 from tests.support import (
+    PostgresReplica,
     PostgresServer,
     RedisServer,
     ServiceUnavailable,
@@ -53,7 +54,7 @@ def pg_primary(servers_dir: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def pg_replica(pg_primary: PostgresServer, servers_dir: Path) -> Iterator[PostgresServer]:
+def pg_replica(pg_primary: PostgresServer, servers_dir: Path) -> Iterator[PostgresReplica]:
     """A streaming hot standby of `pg_primary`."""
     with PostgresServer.start_replica(pg_primary, servers_dir) as server:
         yield server

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.users.domain import NewUser
 from app.users.schemas import UserCreate, UserOut, UserPage, UserUpdate
 from app.users.service import UserService
-from building_blocks.errors import InvalidQueryError
+from building_blocks.errors import ConflictError, InvalidQueryError
 from building_blocks.fastapi import from_state
 
 __all__ = ["router"]
@@ -22,6 +23,8 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not JSON", **_PROBLEM},
+    413: {"description": "The body is larger than MAX_BODY_BYTES", **_PROBLEM},
     422: {"description": "Invalid input", **_PROBLEM},
     503: {"description": "Database unavailable; retry after Retry-After seconds", **_PROBLEM},
 }
@@ -35,20 +38,36 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _if_match(value: str | None) -> int | None:
-    """``If-Match: "3"`` (or ``W/"3"``, or ``3``) → 3. ``*`` means "any version"."""
-    if value is None or value.strip() == "*":
+_IF_MATCH = re.compile(r'^\s*(?:\*|(?:W/)?"?([0-9]{1,9})"?)\s*$')
+_IF_MATCH_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": 'The version (ETag) the change is based on, e.g. "3"; 409 if stale.',
+            "schema": {"type": "string", "pattern": _IF_MATCH.pattern},
+        }
+    ]
+}
+
+
+def if_match(request: Request) -> int | None:
+    """``If-Match: "3"`` (or ``W/"3"``, or ``3``) → 3; absent or ``*`` → ``None``.
+
+    Read by hand rather than as a ``Header`` parameter: FastAPI would document an optional
+    header as nullable, and "null" is not an ETag. The route documents it instead.
+    """
+    value = request.headers.get("if-match")
+    if value is None:
         return None
-    raw = value.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
+    match = _IF_MATCH.match(value)
+    if match is None:
         raise InvalidQueryError('If-Match must be a version ETag such as "3"')
-    return int(raw)
+    return int(match.group(1)) if match.group(1) else None
 
 
-IfMatch = Annotated[
-    str | None,
-    Header(description='The version (ETag) the change is based on, e.g. "3"; 409 if stale.'),
-]
+IfMatch = Annotated[int | None, Depends(if_match)]
 
 
 @router.post(
@@ -105,25 +124,22 @@ async def get_user(user_id: UUID, service: Service, response: Response) -> UserO
     return UserOut.of(user)
 
 
-@router.patch("/{user_id}", responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS})
+@router.patch(
+    "/{user_id}", responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS}, openapi_extra=_IF_MATCH_DOC
+)
 async def update_user(
     user_id: UUID,
     body: UserUpdate,
     service: Service,
     response: Response,
-    if_match: IfMatch = None,
+    expected: IfMatch,
 ) -> UserOut:
-    expected = _if_match(if_match)
     if body.version is not None:
         if expected is not None and expected != body.version:
-            raise InvalidQueryError("If-Match and version disagree")
+            raise ConflictError("If-Match and the body's version disagree")
         expected = body.version
-    changes = body.model_dump(exclude_unset=True, exclude={"version"})
-    if "email" in changes:
-        changes["email"] = str(changes["email"])
-    nulls = sorted(k for k, v in changes.items() if v is None)
-    if nulls:
-        raise InvalidQueryError(f"fields cannot be null: {', '.join(nulls)}")
+    # A field that is absent or null is left as it is.
+    changes = body.model_dump(exclude_none=True, exclude={"version"})
     user = await service.update(user_id, changes, expected_version=expected)
     response.headers["ETag"] = _etag(user.version)
     return UserOut.of(user)
@@ -133,7 +149,8 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
+    openapi_extra=_IF_MATCH_DOC,
 )
-async def delete_user(user_id: UUID, service: Service, if_match: IfMatch = None) -> Response:
-    await service.delete(user_id, expected_version=_if_match(if_match))
+async def delete_user(user_id: UUID, service: Service, expected: IfMatch) -> Response:
+    await service.delete(user_id, expected_version=expected)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,38 +7,85 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from app.users.domain import User
 
 __all__ = ["UserCreate", "UserOut", "UserPage", "UserUpdate"]
 
 
-def _printable(value: str) -> str:
-    # NUL and other control characters are refused: PostgreSQL cannot store NUL in text,
-    # and a name with a newline or escape code is never intended.
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must not contain control characters")
+# Expressed as patterns so the OpenAPI schema says exactly what is accepted: at least one
+# visible character; no control characters (PostgreSQL cannot store NUL, and a newline or
+# escape code in a name is never intended); no lone UTF-16 surrogates (not encodable).
+_CONTROL = r"\x00-\x1f\x7f"
+_NAME_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+
+
+def _encodable(value: str) -> str:
+    # A lone surrogate (JSON "\ud800") decodes to a str no database can store as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema calls 3.0 an integer; strict pydantic would refuse it, so accept whole
+    # floats here and keep refusing strings, booleans and fractions.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_printable),
+    StringConstraints(min_length=1, max_length=100, pattern=_NAME_PATTERN),
+    AfterValidator(_encodable),
 ]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_whole_number)]
 Username = Annotated[
     str,
     StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
 ]
-Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+
+
+def _email(value: str) -> str:
+    # email-validator, told to check syntax only: no DNS, and the reserved "test" domain
+    # accepted (JSON Schema's "email" format allows it; staging data uses it).
+    try:
+        return validate_email(value, check_deliverability=False, test_environment=True).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+
+
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+
+
+# strict: JSON 0 is not false and "1" is not a version.
+_BODY = ConfigDict(extra="forbid", strict=True)
 
 
 class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
 
     id: UUID | None = Field(
         default=None,
+        strict=False,  # FastAPI validates parsed JSON, where a UUID can only be a string
         description="Optional client-chosen id: re-sending the same create is then safe.",
     )
     first_name: Name
@@ -49,15 +96,15 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
 
     first_name: Name | None = None
     last_name: Name | None = None
     email: Email | None = None
     username: Username | None = None
     is_active: bool | None = None
-    version: int | None = Field(
-        default=None, ge=1, description="The version the change is based on (or send If-Match)."
+    version: Version | None = Field(
+        default=None, description="The version the change is based on (or send If-Match)."
     )
 
 

@@ -6,6 +6,7 @@ The only subpackage of `building_blocks` that imports FastAPI.
 from building_blocks.fastapi.dependencies import from_state
 from building_blocks.fastapi.health import health_router
 from building_blocks.fastapi.lifespan import Resource, lifespan_of
+from building_blocks.fastapi.limits import BodySizeLimit
 from building_blocks.fastapi.problems import (
     PROBLEM_JSON,
     install_problem_handlers,
@@ -14,6 +15,7 @@ from building_blocks.fastapi.problems import (
 
 __all__ = [
     "PROBLEM_JSON",
+    "BodySizeLimit",
     "Resource",
     "from_state",
     "health_router",

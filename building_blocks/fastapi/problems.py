@@ -18,6 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from building_blocks.errors import (
     ConflictError,
@@ -112,13 +113,34 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "the request is not valid", errors=_errors(exc.errors()))
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route accepts for this path: Starlette's own 405 names only the
+    first route that matched the path, although sibling routes accept other methods."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(exc.status_code, str(exc.detail), headers=headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # A bug. The client gets a problem body without internals; the log gets the traceback.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "an unexpected error occurred")
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app`` (idempotent: re-registering replaces them)."""
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,5 +1,8 @@
-"""`python -m app` as a child process on a free port, for tests of what only a real
-process shows: several workers, OTLP export on shutdown, the logs it writes."""
+"""Run the service as users do (``python -m app``) in a subprocess, on a free port.
+
+Used by the tests that need a real server (schemathesis, locust smoke, the stack test)
+and by the benchmark harness; pytest-free like the rest of `tests.support`.
+"""
 
 from __future__ import annotations
 
@@ -7,70 +10,89 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import httpx
-
 from tests.support.ports import free_port
-from tests.support.process import wait_until
+from tests.support.process import clean_env, wait_until
 
 __all__ = ["AppProcess"]
 
-ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class AppProcess:
-    def __init__(self, log_path: Path, env: Mapping[str, str], workers: int = 1) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        # Only what the test gives (plus PATH/HOME): the developer's OTEL_*, DATABASE_URL
-        # or PROMETHEUS_MULTIPROC_DIR must not leak into the child.
-        base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--port", str(self.port), "--workers", str(workers)],
-            cwd=ROOT,
-            env={**base, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """``python -m app`` with ``env`` (no inherited app settings), ready when entered."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        log_path: Path,
+        args: Sequence[str] = (),
+        port: int | None = None,
+        ready_path: str = "/health/ready",
+        cwd: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._env = dict(env)
+        self._args = list(args)
+        self._ready_path = ready_path
+        self._cwd = cwd or log_path.parent
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        def live() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the app exited early:\n{self.log()}")
-            try:
-                return httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+    def start(self, timeout: float = 60.0) -> None:
+        app_vars = ("DATABASE_", "DB_", "REDIS_", "CACHE_", "OTEL_", "LOG_", "PROMETHEUS_")
+        env = {k: v for k, v in clean_env().items() if not k.startswith(app_vars)}
+        env.update(self._env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "--port", str(self.port), *self._args],
+            cwd=self._cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_until(
+            self._ready, timeout=timeout, what=f"the app on {self.base_url}", details=self.log_tail
+        )
 
-        wait_until(live, timeout=timeout, what="the app to answer /health/live", details=self.log)
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"the app exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.base_url + self._ready_path, timeout=2) as response:  # noqa: S310 - loopback
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (a graceful shutdown: the lifespan closes) and wait."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful), then SIGKILL after ``timeout``; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
-        finally:
-            self._log.close()
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout)
 
     def __enter__(self) -> Self:
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        self.start()
         return self
 
     def __exit__(
@@ -79,10 +101,4 @@ class AppProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.process.poll() is None:
-            try:
-                self.stop()
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
+        self.stop()

@@ -1,0 +1,1 @@
+"""Benchmark harness: see bench/RESULTS.md and docs/performance.md."""
