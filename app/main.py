@@ -3,14 +3,30 @@ until the lifespan starts."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Callable
 
+from fastapi import Depends, FastAPI
+
+from app.migrations import upgrade
 from app.settings import Settings
 from app.users.repository import SqlUserRepository, UserRepository
 from app.users.router import router as users_router
 from app.users.service import UserService
-from building_blocks.db import DatabaseSession, SQLAlchemySession
-from building_blocks.fastapi import health_router, install_problem_handlers, lifespan_of
+from building_blocks.db import (
+    ConnectRetryPolicy,
+    DatabaseSession,
+    SQLAlchemySession,
+    wait_for_database,
+)
+from building_blocks.fastapi import (
+    ConsistencyMiddleware,
+    Startup,
+    StartupStep,
+    health_router,
+    install_problem_handlers,
+    lifespan_of,
+)
+from building_blocks.telemetry.metrics import Metrics
 from building_blocks.uow import SQLAlchemyUnitOfWorkFactory, UnitOfWorkFactory
 
 __all__ = ["create_app"]
@@ -21,23 +37,53 @@ def create_app(
     *,
     database: DatabaseSession | None = None,
     users_uow: UnitOfWorkFactory[UserRepository] | None = None,
+    metrics: Metrics | None = None,
+    migrate: bool = False,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
     """The users service. Pass ``database``/``users_uow`` to swap in other implementations
-    (tests use the in-memory unit of work); by default everything comes from ``settings``."""
+    (tests use the in-memory unit of work); by default everything comes from ``settings``.
+
+    Start-up runs in the background (`Startup`): wait for the primary, then apply the
+    migrations when ``migrate``; API routes answer 503 until it is done. ``on_fatal`` is
+    called when start-up fails for good (``python -m app`` stops the server then)."""
     settings = settings or Settings.from_env()
-    session = database or SQLAlchemySession(settings.database())
+    session = database or SQLAlchemySession(settings.database(), metrics=metrics)
     uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
+    startup = Startup(_startup_steps(settings, session, metrics, migrate), on_fatal=on_fatal)
 
     app = FastAPI(
         title="Users service",
         version="0.1.0",
         description="Users API built from building_blocks.",
-        lifespan=lifespan_of(session),
+        lifespan=lifespan_of(session, startup),
     )
     app.state.settings = settings
     app.state.database = session
+    app.state.startup = startup
     app.state.user_service = UserService(uow)
     install_problem_handlers(app)
-    app.include_router(users_router)
-    app.include_router(health_router(session))
+    app.add_middleware(ConsistencyMiddleware)
+    app.include_router(users_router, dependencies=[Depends(startup.require_ready)])
+    app.include_router(health_router(session, startup))
     return app
+
+
+def _startup_steps(
+    settings: Settings, session: DatabaseSession, metrics: Metrics | None, migrate: bool
+) -> list[StartupStep]:
+    steps: list[StartupStep] = []
+    if isinstance(session, SQLAlchemySession):
+        policy = ConnectRetryPolicy(deadline=settings.db_connect_deadline_seconds)
+
+        async def wait_for_primary() -> None:
+            await wait_for_database(session.primary, policy=policy, metrics=metrics)
+
+        steps.append(("waiting for the primary database", wait_for_primary))
+    if migrate:
+
+        async def apply_migrations() -> None:
+            await upgrade(settings.database_url.get_secret_value())
+
+        steps.append(("applying migrations", apply_migrations))
+    return steps
