@@ -93,7 +93,7 @@ async def wait_for_database(
     retrying = AsyncRetrying(
         stop=stop_after_delay(policy.deadline),
         wait=wait_exponential_jitter(
-            initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
+            multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
         ),
         retry=retry_if_exception(lambda exc: not isinstance(exc, ConfigurationError)),
         before_sleep=before_sleep,

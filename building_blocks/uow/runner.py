@@ -106,7 +106,7 @@ async def run_in_transaction(
     retrying = AsyncRetrying(
         stop=stop_after_delay(policy.deadline),
         wait=wait_exponential_jitter(
-            initial=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
+            multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
         ),
         retry=retry_if_exception(lambda exc: policy.retryable(exc, read_only=read_only)),
         before_sleep=before_sleep,
