@@ -4,7 +4,10 @@ them), and a way to run the real app in-process against them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -32,6 +35,20 @@ def pg_pair(
         upgrade_sync(primary.url())
         replica.wait_replay_caught_up()
         yield primary, replica
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> float:
+    """Poll ``condition`` (sync or async) every 10 ms until true; the seconds it took."""
+    started = time.monotonic()
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ from building_blocks.db import consistency_scope, force_primary
 from building_blocks.fastapi import CONSISTENCY_HEADER
 from building_blocks.telemetry.metrics import Metrics
 from building_blocks.uow import SQLAlchemyUnitOfWorkFactory
-from tests.integration.conftest import PASSWORD, serving, user_body
+from tests.integration.conftest import PASSWORD, eventually, serving, user_body
 from tests.support import PostgresReplica, PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -38,20 +38,6 @@ def _settings(primary: PostgresServer, replica: PostgresReplica, **extra: object
         db_connect_timeout=2.0,
         **extra,  # type: ignore[arg-type]
     )
-
-
-async def _wait_for(condition: object, timeout: float = 10.0) -> float:
-    """Poll an async/sync condition every 10 ms; the seconds it took."""
-    started = time.monotonic()
-    while True:
-        result = condition() if callable(condition) else condition
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 def _fallbacks(metrics: Metrics, reason: str) -> float:
@@ -72,7 +58,7 @@ async def session(pg_pair: Pair) -> AsyncIterator[SQLAlchemySession]:
     )
     session = SQLAlchemySession(config, metrics=Metrics(CollectorRegistry()))
     await session.start()
-    await _wait_for(lambda: session.router.replica("replica-0").state == "up")
+    await eventually(lambda: session.router.replica("replica-0").state == "up")
     try:
         yield session
     finally:
@@ -145,7 +131,7 @@ async def test_lag_beyond_the_bound_takes_the_replica_out_and_resuming_puts_it_b
     try:
         primary.psql("SELECT pg_logical_emit_message(true, 'lag', 'test')")
         written = time.monotonic()
-        detected = written + await _wait_for(lambda: state.state == "lagging", timeout=10)
+        detected = written + await eventually(lambda: state.state == "lagging", timeout=10)
         delay = detected - written
         print(
             f"\nlag detection: lagging {delay:.2f}s after the first unreplayed write "
@@ -163,7 +149,7 @@ async def test_lag_beyond_the_bound_takes_the_replica_out_and_resuming_puts_it_b
         assert _fallbacks(metrics, "lagging") == before + 1
     finally:
         replica.resume_replay()
-    back = await _wait_for(lambda: state.state == "up", timeout=10)
+    back = await eventually(lambda: state.state == "up", timeout=10)
     print(f"lag recovery: back in {back:.2f}s after replay resumed")
     assert await _server_port(session, read_only=True) == replica.port
     available = metrics.registry.get_sample_value(
@@ -181,7 +167,7 @@ async def test_a_client_reads_its_own_writes_100_of_100_while_replay_is_paused(
     async with serving(app) as writer:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as other:
-            await _wait_for(lambda: app.state.database.router.replica("replica-0").state == "up")
+            await eventually(lambda: app.state.database.router.replica("replica-0").state == "up")
             replica.pause_replay()
             try:
                 seen_by_writer = 0
@@ -236,14 +222,14 @@ async def test_replica_stopped_mid_load_fails_no_request_and_rejoins_after_resta
 
         readers = [asyncio.create_task(reader(k)) for k in range(8)]
         try:
-            await _wait_for(lambda: len(statuses) > 50)
+            await eventually(lambda: len(statuses) > 50)
             assert state.state == "up"
             stopping = time.monotonic()
             await asyncio.to_thread(replica.stop, "immediate")
-            await _wait_for(lambda: state.state == "down", timeout=10)
+            await eventually(lambda: state.state == "down", timeout=10)
             fell_back = state.changed_at - stopping
             served_before = len(statuses)
-            await _wait_for(lambda: len(statuses) > served_before + 50)
+            await eventually(lambda: len(statuses) > served_before + 50)
             print(
                 f"\nreplica stopped under load: out of rotation {fell_back:.3f}s after pg_ctl"
                 f" stop -m immediate began; {_fallbacks(metrics, 'down'):.0f} reads fell back"
@@ -251,10 +237,10 @@ async def test_replica_stopped_mid_load_fails_no_request_and_rejoins_after_resta
             restarting = time.monotonic()
             await asyncio.to_thread(replica.start)
             serving_again = time.monotonic() - restarting
-            await _wait_for(lambda: state.state == "up", timeout=15)
+            await eventually(lambda: state.state == "up", timeout=15)
             rejoined = state.changed_at - restarting
             # Reads reach the restarted standby again: our pool shows up on that server.
-            await _wait_for(
+            await eventually(
                 lambda: (
                     replica.psql(
                         "SELECT count(*) FROM pg_stat_activity"
@@ -280,12 +266,12 @@ async def test_readiness_lists_each_pool_state_without_secrets(pg_pair: Pair) ->
     primary, replica = pg_pair
     app = create_app(_settings(primary, replica, db_replica_max_lag_seconds=1))
     async with serving(app) as client:
-        await _wait_for(lambda: app.state.database.router.replica("replica-0").state == "up")
+        await eventually(lambda: app.state.database.router.replica("replica-0").state == "up")
         response = await client.get("/health/ready")
         replica.pause_replay()
         try:
             primary.psql("SELECT pg_logical_emit_message(true, 'lag', 'ready')")
-            await _wait_for(
+            await eventually(
                 lambda: app.state.database.router.replica("replica-0").state == "lagging",
                 timeout=15,
             )
