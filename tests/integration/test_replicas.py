@@ -285,3 +285,32 @@ async def test_readiness_lists_each_pool_state_without_secrets(pg_pair: Pair) ->
     assert {d["name"]: d["state"] for d in lagging.json()["databases"]}["replica-0"] == "lagging"
     for body in (response.text, lagging.text):
         assert PASSWORD not in body
+
+
+async def test_a_frozen_replica_times_out_into_the_breaker_and_reads_carry_on(
+    session: SQLAlchemySession, pg_pair: Pair
+) -> None:
+    primary, replica = pg_pair
+    state = session.router.replica("replica-0")
+    # A pooled connection exists, so the first read after the freeze hangs in pre-ping.
+    assert await _server_port(session, read_only=True) == replica.port
+    replica.sigstop()
+    try:
+        latencies = []
+        for _ in range(20):
+            started = time.monotonic()
+            assert await _server_port(session, read_only=True) == primary.port
+            latencies.append(time.monotonic() - started)
+        assert state.state == "down"
+    finally:
+        replica.sigcont()
+    print(
+        f"\nfrozen replica: first read {latencies[0]:.2f}s (connect timeout"
+        f" {session.config.connect_timeout}s), then at most {max(latencies[1:]) * 1000:.0f} ms"
+    )
+    # The bound is the connect timeout, plus the 2 s SQLAlchemy grants a cancelled
+    # asyncpg connection to close gracefully before it terminates it.
+    assert latencies[0] < session.config.connect_timeout + 2.5
+    assert max(latencies[1:]) < 0.5
+    await eventually(lambda: state.state == "up", timeout=15)
+    assert await _server_port(session, read_only=True) == replica.port
