@@ -3,16 +3,27 @@ until the lifespan starts."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Callable
+
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
+from app.migrations import upgrade
 from app.settings import Settings
 from app.users.repository import SqlUserRepository, UserRepository
 from app.users.router import router as users_router
 from app.users.service import UserService
-from building_blocks.db import DatabaseSession, SQLAlchemySession
+from building_blocks.db import (
+    ConnectRetryPolicy,
+    DatabaseSession,
+    SQLAlchemySession,
+    wait_for_database,
+)
 from building_blocks.fastapi import (
     BodySizeLimit,
+    ConsistencyMiddleware,
+    Startup,
+    StartupStep,
     health_router,
     install_problem_handlers,
     lifespan_of,
@@ -36,18 +47,26 @@ def create_app(
     database: DatabaseSession | None = None,
     users_uow: UnitOfWorkFactory[UserRepository] | None = None,
     telemetry: bool = True,
+    migrate: bool = False,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
     """The users service. Pass ``database``/``users_uow`` to swap in other implementations
     (tests use the in-memory unit of work); by default everything comes from ``settings``.
+
+    Start-up runs in the background (`Startup`): wait for the primary, then apply the
+    migrations when ``migrate``; API routes answer 503 until it is done. ``on_fatal`` is
+    called when start-up fails for good (``python -m app`` stops the server then).
     ``telemetry=False`` leaves out spans, metrics and access logs (benchmarks compare)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    session = database or SQLAlchemySession(settings.database())
-    uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
-
-    # Telemetry: instruments on a registry of this app; the database's engines are
-    # instrumented once the session has created them (lifespan order below).
+    # Instruments on a registry of this app (tests build many apps in one process).
     metrics = Metrics(CollectorRegistry())
+    session = database or SQLAlchemySession(settings.database(), metrics=metrics)
+    uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
+    startup = Startup(_startup_steps(settings, session, metrics, migrate), on_fatal=on_fatal)
+
+    # The database's engines are instrumented once the session has created them
+    # (lifespan order below).
     multiproc = settings.prometheus_multiproc_dir
     db_telemetry = DatabaseTelemetry(
         lambda: session.engines if isinstance(session, SQLAlchemySession) else {},
@@ -60,12 +79,13 @@ def create_app(
         metrics.registry.register(db_telemetry.collector)
         exposition = MetricsExposition(metrics.registry)
     tracing = Tracing(settings.tracing())
+    resources = (tracing, session, db_telemetry, startup) if telemetry else (session, startup)
 
     app = FastAPI(
         title="Users service",
         version="0.1.0",
         description="Users API built from building_blocks.",
-        lifespan=lifespan_of(tracing, session, db_telemetry) if telemetry else lifespan_of(session),
+        lifespan=lifespan_of(*resources),
         # FastAPI's native OpenTelemetry would add a second server span per request (and
         # OTel-API metrics nobody reads): TelemetryMiddleware does spans, metrics and logs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -75,11 +95,33 @@ def create_app(
     app.state.tracing = tracing
     app.state.db_telemetry = db_telemetry
     app.state.database = session
+    app.state.startup = startup
     app.state.user_service = UserService(uow)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(users_router)
-    app.include_router(health_router(session))
+    app.add_middleware(ConsistencyMiddleware)
+    app.include_router(users_router, dependencies=[Depends(startup.require_ready)])
+    app.include_router(health_router(session, startup))
     if telemetry:  # last: the outermost middleware, so it also sees 413s
         install_telemetry(app, metrics=metrics, exposition=exposition)
     return app
+
+
+def _startup_steps(
+    settings: Settings, session: DatabaseSession, metrics: Metrics | None, migrate: bool
+) -> list[StartupStep]:
+    steps: list[StartupStep] = []
+    if isinstance(session, SQLAlchemySession):
+        policy = ConnectRetryPolicy(deadline=settings.db_connect_deadline_seconds)
+
+        async def wait_for_primary() -> None:
+            await wait_for_database(session.primary, policy=policy, metrics=metrics)
+
+        steps.append(("waiting for the primary database", wait_for_primary))
+    if migrate:
+
+        async def apply_migrations() -> None:
+            await upgrade(settings.database_url.get_secret_value())
+
+        steps.append(("applying migrations", apply_migrations))
+    return steps

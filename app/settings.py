@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_statement_timeout: float = Field(default=30.0, ge=0)
     db_replica_max_lag_seconds: float = Field(default=5.0, gt=0)
+    db_replica_probe_interval_seconds: float = Field(default=0.5, gt=0)
+    # How long start-up waits for the primary before the process gives up (exit 1).
+    db_connect_deadline_seconds: float = Field(default=60.0, gt=0)
     redis_url: SecretStr | None = None
     cache_ttl_seconds: float = Field(default=60.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -122,5 +125,6 @@ class Settings(BaseSettings):
             connect_timeout=self.db_connect_timeout,
             statement_timeout=self.db_statement_timeout or None,
             replica_max_lag_seconds=self.db_replica_max_lag_seconds,
+            replica_probe_interval=self.db_replica_probe_interval_seconds,
             application_name=self.service_name,
         )

@@ -14,6 +14,7 @@ from building_blocks.db import (
     UTCDateTime,
 )
 from building_blocks.errors import (
+    ConfigurationError,
     ConflictError,
     DataError,
     DuplicateKeyError,
@@ -33,6 +34,7 @@ from building_blocks.uow import (
 )
 
 __all__ = [
+    "ConfigurationError",
     "ConflictError",
     "Connection",
     "DataError",

@@ -44,7 +44,8 @@ class DatabaseConfig:
 
     ``url`` is any SQLAlchemy async URL (``postgresql+asyncpg://``, ``mysql+aiomysql://``,
     ``sqlite+aiosqlite:///``, ``mssql+aioodbc://``). ``replica_urls`` are read replicas of
-    ``url``; read-only units of work may be routed to them.
+    ``url``; read-only units of work may be routed to them (`building_blocks.db.routing`)
+    unless they lag more than ``replica_max_lag_seconds``.
     """
 
     url: str
@@ -53,6 +54,8 @@ class DatabaseConfig:
     connect_timeout: float = 5.0
     statement_timeout: float | None = 30.0
     replica_max_lag_seconds: float = 5.0
+    #: How often the lag monitor probes every replica (and a down one, to close its breaker).
+    replica_probe_interval: float = 0.5
     application_name: str = "building_blocks"
     echo: bool = False
 

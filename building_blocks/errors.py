@@ -9,9 +9,10 @@ driver's own exception so the cause stays in the traceback::
     │   ├── DuplicateKeyError    a unique key (primary or secondary) is taken
     │   └── StaleVersionError    optimistic lock: the entity changed since it was read
     ├── InvalidQueryError        a bad filter, cursor or order, caught before any SQL runs
-    └── UnavailableError         the database cannot answer now; retrying later may work
-        ├── PoolTimeoutError     no connection became free within the pool timeout
-        └── QueryTimeoutError    the statement ran past its time limit
+    ├── UnavailableError         the database cannot answer now; retrying later may work
+    │   ├── PoolTimeoutError     no connection became free within the pool timeout
+    │   └── QueryTimeoutError    the statement ran past its time limit
+    └── ConfigurationError       no retry can help: bad password, unknown database, bad URL
 
 Only the FastAPI glue (``building_blocks.fastapi``) knows which HTTP status each maps to.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ConfigurationError",
     "ConflictError",
     "DataError",
     "DuplicateKeyError",
@@ -91,14 +93,24 @@ class InvalidQueryError(DataError):
 class UnavailableError(DataError):
     """The database could not serve the request now (down, unreachable, overloaded).
 
-    ``retry_after`` is a hint, in seconds, for when a retry is worth trying. The message
-    never contains a connection URL or a password.
+    ``retry_after`` is a hint, in seconds, for when a retry is worth trying. ``reason``
+    says what kind of failure it was, as `building_blocks.db.transient` names it
+    (``disconnect``, ``conflict``, ``busy``, ``fatal``; ``None`` when unknown): retry
+    policies read it. The message never contains a connection URL or a password.
     """
 
-    def __init__(self, message: str, *, retry_after: float = 1.0, pool: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        pool: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.pool = pool
+        self.reason = reason
 
 
 class PoolTimeoutError(UnavailableError):
@@ -107,3 +119,8 @@ class PoolTimeoutError(UnavailableError):
 
 class QueryTimeoutError(UnavailableError):
     """A statement was cancelled because it ran past the configured statement timeout."""
+
+
+class ConfigurationError(DataError):
+    """The database refuses us for a reason no retry can fix (bad password, unknown
+    database, bad URL, missing driver). The message names the cause, never the password."""

@@ -1,4 +1,9 @@
-"""Use cases of the users service. Knows units of work and the domain; not HTTP, not SQL."""
+"""Use cases of the users service. Knows units of work and the domain; not HTTP, not SQL.
+
+Every unit of work runs through `run_in_transaction`: reads are re-run on a fresh
+connection (and database) after a disconnect, writes as a whole after a serialization
+failure or deadlock; nothing else is retried.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from app.users.errors import UserIdTakenError, UserNotFoundError
 from app.users.repository import UserRepository
 from building_blocks.errors import DuplicateKeyError, NotFoundError, StaleVersionError
 from building_blocks.repository import Page
-from building_blocks.uow import UnitOfWorkFactory
+from building_blocks.uow import UnitOfWork, UnitOfWorkFactory, run_in_transaction
 
 __all__ = ["UserService"]
 
@@ -46,10 +51,13 @@ class UserService:
             if existing is not None:
                 return existing, False
         user = User.register(new, id=new.id or self._new_id(), now=self._clock())
+
+        async def add(uow: UnitOfWork[UserRepository]) -> None:
+            await uow.repository.add(user)
+            await uow.commit()
+
         try:
-            async with self._uow() as uow:
-                await uow.repository.add(user)
-                await uow.commit()
+            await run_in_transaction(self._uow, add)
         except DuplicateKeyError as exc:
             # Two replays racing: the other one won; answer with what it stored.
             if new.id is None or exc.fields != ("id",):
@@ -63,8 +71,10 @@ class UserService:
     async def _replayed(self, new: NewUser) -> User | None:
         assert new.id is not None  # noqa: S101 - callers check
         # On the primary (not read-only): a replica may not have the first attempt yet.
-        async with self._uow() as uow:
-            existing = await uow.repository.get_or_none(new.id)
+        new_id = new.id
+        existing = await run_in_transaction(
+            self._uow, lambda uow: uow.repository.get_or_none(new_id)
+        )
         if existing is None:
             return None
         if not existing.matches(new):
@@ -72,27 +82,32 @@ class UserService:
         return existing
 
     async def get(self, user_id: UUID) -> User:
-        async with self._uow(read_only=True) as uow:
-            user = await uow.repository.get_or_none(user_id)
+        user = await run_in_transaction(
+            self._uow, lambda uow: uow.repository.get_or_none(user_id), read_only=True
+        )
         if user is None:
             raise UserNotFoundError(user_id)
         return user
 
     async def get_by_email(self, email: str) -> User | None:
-        async with self._uow(read_only=True) as uow:
-            return await uow.repository.get_by_email(email)
+        return await run_in_transaction(
+            self._uow, lambda uow: uow.repository.get_by_email(email), read_only=True
+        )
 
     async def list(
         self, *, is_active: bool | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page[User]:
         filters = {} if is_active is None else {"is_active": is_active}
-        async with self._uow(read_only=True) as uow:
-            return await uow.repository.list(filters=filters, limit=limit, cursor=cursor)
+        return await run_in_transaction(
+            self._uow,
+            lambda uow: uow.repository.list(filters=filters, limit=limit, cursor=cursor),
+            read_only=True,
+        )
 
     async def update(
         self, user_id: UUID, changes: Mapping[str, Any], *, expected_version: int | None = None
     ) -> User:
-        async with self._uow() as uow:
+        async def update(uow: UnitOfWork[UserRepository]) -> User:
             current = await uow.repository.get_or_none(user_id)
             if current is None:
                 raise UserNotFoundError(user_id)
@@ -103,12 +118,16 @@ class UserService:
                 return current
             stored = await uow.repository.update(changed)
             await uow.commit()
-        return stored
+            return stored
+
+        return await run_in_transaction(self._uow, update)
 
     async def delete(self, user_id: UUID, *, expected_version: int | None = None) -> None:
+        async def delete(uow: UnitOfWork[UserRepository]) -> None:
+            await uow.repository.delete(user_id, expected_version=expected_version)
+            await uow.commit()
+
         try:
-            async with self._uow() as uow:
-                await uow.repository.delete(user_id, expected_version=expected_version)
-                await uow.commit()
+            await run_in_transaction(self._uow, delete)
         except NotFoundError:
             raise UserNotFoundError(user_id) from None

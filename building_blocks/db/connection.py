@@ -14,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from building_blocks.db.consistency import ConsistencyToken
 from building_blocks.db.translate import translate_error
 from building_blocks.errors import DataError
 
@@ -25,7 +26,7 @@ Opener = Callable[[], Awaitable[AsyncConnection]]
 class Connection:
     """A transaction bound to one pool, opened on first use."""
 
-    __slots__ = ("_conn", "_open", "dialect_name", "pool", "read_only")
+    __slots__ = ("_conn", "_open", "consistency_token", "dialect_name", "pool", "read_only")
 
     def __init__(self, opener: Opener, *, pool: str, dialect_name: str, read_only: bool) -> None:
         self._open: Opener | None = opener
@@ -33,6 +34,9 @@ class Connection:
         self.pool = pool
         self.read_only = read_only
         self.dialect_name = dialect_name
+        #: After a commit on the primary with replicas configured: where the primary was
+        #: (see `building_blocks.db.consistency`); ``None`` otherwise.
+        self.consistency_token: ConsistencyToken | None = None
 
     @property
     def opened(self) -> bool:

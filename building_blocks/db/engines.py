@@ -7,6 +7,7 @@ transaction handling that make it safe under concurrent requests (WAL, busy time
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -61,6 +62,10 @@ def create_engine(url: str | URL, config: DatabaseConfig, *, name: str) -> Async
         connect_args["connect_timeout"] = max(1, round(config.connect_timeout))
     elif backend == "sqlite":
         connect_args["timeout"] = config.pool.timeout
+        if not memory_sqlite and parsed.database:
+            # SQLite creates a missing file but not its folder (the embedded default
+            # lives in the user's data folder, which may not exist yet).
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     elif backend == "mssql":
         connect_args["timeout"] = max(1, round(config.connect_timeout))
 

@@ -3,7 +3,9 @@
 A session owns one engine (and pool) per database: ``primary`` and, when configured,
 ``replica-0``, ``replica-1``... It hands out transactions as `Connection` objects; units
 of work are built on top of it. It connects lazily: constructing or starting a session
-never blocks on the network.
+never blocks on the network. Each transaction's database is chosen when it begins, by the
+`Router` of `building_blocks.db.routing` (replica states kept by the lag monitor of
+`building_blocks.db.lag`; read-your-writes by `building_blocks.db.consistency`).
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import NoReturn
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from building_blocks.config import DatabaseConfig
 from building_blocks.db.connection import Connection
-from building_blocks.db.engines import WRITE_OPTION, create_engine
-from building_blocks.db.translate import translate_error
+from building_blocks.db.engines import create_engine
+from building_blocks.db.replicas import Replicas, RoutedConnection
+from building_blocks.db.routing import PRIMARY, ReplicaSelector, Route, Router
+from building_blocks.db.transactions import begin_transaction, checkout, close_quietly
 from building_blocks.db.urls import describe_url, parse_url
+from building_blocks.errors import ConfigurationError
+from building_blocks.telemetry.metrics import Metrics
 
-__all__ = ["DatabaseSession", "PoolStatus", "SQLAlchemySession"]
+__all__ = ["PRIMARY", "DatabaseSession", "PoolStatus", "SQLAlchemySession"]
 
 log = logging.getLogger(__name__)
-
-PRIMARY = "primary"
-"""Pool name of the primary database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class PoolStatus:
     target: str
     state: str  # "up" | "down" | "lagging"
     detail: str | None = None
+    lag_seconds: float | None = None
 
 
 class DatabaseSession(ABC):
@@ -64,14 +68,27 @@ class DatabaseSession(ABC):
 
 
 class SQLAlchemySession(DatabaseSession):
-    """`DatabaseSession` over SQLAlchemy async engines, one per configured database."""
+    """`DatabaseSession` over SQLAlchemy async engines, one per configured database.
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    ``selector`` picks among usable replicas (`RoundRobin` by default, or `LeastBusy`);
+    ``metrics`` receives the replica gauges and fallback counts.
+    """
+
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        *,
+        metrics: Metrics | None = None,
+        selector: ReplicaSelector | None = None,
+    ) -> None:
         self.config = config
         parse_url(config.url)  # fail early, with a message that holds no secret
         for url in config.replica_urls:
             parse_url(url)
         self._engines: dict[str, AsyncEngine] = {}
+        self._metrics = metrics
+        self._selector = selector
+        self._replicas: Replicas | None = None
 
     @property
     def dialect_name(self) -> str:
@@ -89,93 +106,109 @@ class SQLAlchemySession(DatabaseSession):
         except KeyError:
             raise RuntimeError("SQLAlchemySession.start() has not been called") from None
 
+    @property
+    def replicas(self) -> Replicas:
+        """Routing state: ``.router`` (replica states) and ``.monitor`` (lag monitor)."""
+        if self._replicas is None:
+            raise RuntimeError("SQLAlchemySession.start() has not been called")
+        return self._replicas
+
+    @property
+    def router(self) -> Router:
+        return self.replicas.router
+
     async def start(self) -> None:
         if self._engines:
             return
-        self._engines[PRIMARY] = create_engine(self.config.url, self.config, name=PRIMARY)
-        for index, url in enumerate(self.config.replica_urls):
-            name = f"replica-{index}"
-            self._engines[name] = create_engine(url, self.config, name=name)
+        urls = {PRIMARY: self.config.url}
+        urls.update({f"replica-{i}": url for i, url in enumerate(self.config.replica_urls)})
+        for name, url in urls.items():
+            try:
+                self._engines[name] = create_engine(url, self.config, name=name)
+            except (ImportError, sa_exc.ArgumentError) as exc:
+                # A driver that is not installed or a URL option it rejects: no retry
+                # helps. The message names the scheme, not the URL.
+                self._engines.clear()
+                raise ConfigurationError(
+                    f"cannot create the {name} engine for {parse_url(url).drivername}:"
+                    f" {type(exc).__name__}"
+                ) from None
+        self._replicas = Replicas(
+            self.config,
+            self._engines,
+            dialect=self.dialect_name,
+            selector=self._selector,
+            metrics=self._metrics,
+        )
+        await self._replicas.start()
         log.info(
             "database session started",
             extra={"databases": {n: describe_url(e.url) for n, e in self._engines.items()}},
         )
 
     async def close(self) -> None:
+        replicas, self._replicas = self._replicas, None
+        if replicas is not None:
+            await replicas.close()
         engines, self._engines = self._engines, {}
         for engine in engines.values():
             await engine.dispose()
 
-    def _route(self, *, read_only: bool) -> tuple[str, AsyncEngine]:
-        """Which database a new transaction goes to (replica routing refines this)."""
-        del read_only  # without routing, every transaction goes to the primary
-        return PRIMARY, self.primary
+    def _route(self, *, read_only: bool) -> Route:
+        """Which database a new transaction goes to: chosen once, when it begins."""
+        return self.router.route(read_only=read_only)
 
     @asynccontextmanager
     async def begin(self, *, read_only: bool = False) -> AsyncIterator[Connection]:
-        name, engine = self._route(read_only=read_only)
+        route = self._route(read_only=read_only)
+        replicas = self.replicas
         opened: list[AsyncConnection] = []
 
         async def open_transaction() -> AsyncConnection:
-            conn = await self._checkout(name, engine)
+            if route.name != PRIMARY:
+                conn = await replicas.open(route, opened)
+                if conn is not None:
+                    return conn
+                connection.pool = PRIMARY  # fell back: nothing ran on the replica
+            conn = await checkout(PRIMARY, self.primary)
             opened.append(conn)
-            options: dict[str, object] = {WRITE_OPTION: not read_only}
-            if read_only and conn.dialect.name == "postgresql":
-                options["postgresql_readonly"] = True
-            try:
-                await conn.execution_options(**options)
-                await conn.begin()
-            except Exception as exc:
-                _raise_translated(exc, conn.dialect.name, name)
+            await begin_transaction(conn, PRIMARY, read_only=read_only)
             return conn
 
+        connection = RoutedConnection(
+            open_transaction,
+            replicas=replicas,
+            pool=route.name,
+            dialect_name=route.engine.dialect.name,
+            read_only=read_only,
+        )
         try:
-            yield Connection(
-                open_transaction,
-                pool=name,
-                dialect_name=engine.dialect.name,
-                read_only=read_only,
-            )
+            yield connection
         finally:
             for conn in opened:
-                await _close_quietly(conn)
-
-    async def _checkout(self, name: str, engine: AsyncEngine) -> AsyncConnection:
-        try:
-            return await engine.connect()
-        except Exception as exc:
-            _raise_translated(exc, engine.dialect.name, name)
+                await close_quietly(conn)
 
     async def status(self) -> list[PoolStatus]:
-        return list(await asyncio.gather(*(self._probe(n, e) for n, e in self._engines.items())))
+        """The primary, probed now; replicas as the router sees them (probed in the
+        background), so readiness shows what routing acts on."""
+        if not self._engines:
+            return []
+        primary = await self._probe(PRIMARY, self.primary)
+        replicas = [
+            PoolStatus(r.name, r.target, r.state, r.detail, r.lag_seconds)
+            for r in self.router.replicas
+        ]
+        return [primary, *replicas]
 
     async def _probe(self, name: str, engine: AsyncEngine) -> PoolStatus:
         target = describe_url(engine.url)
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                conn = await self._checkout(name, engine)
+                conn = await checkout(name, engine)
                 try:
                     await conn.execute(text("SELECT 1"))
                 finally:
-                    await _close_quietly(conn)
+                    await close_quietly(conn)
         except Exception as exc:  # a probe reports; it never raises
             return PoolStatus(name, target, "down", type(exc).__name__)
         return PoolStatus(name, target, "up")
-
-
-def _raise_translated(exc: Exception, dialect: str, pool: str) -> NoReturn:
-    """Raise the error-tree equivalent of ``exc`` (from it), or ``exc`` itself."""
-    error = translate_error(exc, dialect=dialect, pool=pool)
-    if error is None:
-        raise exc
-    raise error from exc
-
-
-async def _close_quietly(conn: AsyncConnection) -> None:
-    # Closing returns the connection to the pool and rolls back what is open. A failure
-    # here (the server died mid-request) must not mask the error the caller is handling;
-    # shielded so a cancelled request still hands its connection back.
-    try:
-        await asyncio.shield(conn.close())
-    except Exception:
-        log.debug("closing a broken connection failed", exc_info=True)

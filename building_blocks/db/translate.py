@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
 
+from building_blocks.db.transient import Transience, classify
 from building_blocks.errors import (
     ConflictError,
     DataError,
@@ -23,46 +24,17 @@ from building_blocks.errors import (
 
 __all__ = ["DuplicateKey", "parse_duplicate_key", "translate_error"]
 
-# SQLSTATE classes/codes (PostgreSQL, SQL Server via ODBC) that mean "the database cannot
-# answer now" rather than "your statement is wrong".
-# 08: connection exceptions; 28: login refused (a wrong password is a database the
-# service cannot use: 503 with Retry-After, never a 500)
-_PG_UNAVAILABLE_PREFIXES = ("08", "28")
-_PG_UNAVAILABLE = {
-    "57P01",  # admin_shutdown
-    "57P02",  # crash_shutdown
-    "57P03",  # cannot_connect_now (starting up / recovering)
-    "53300",  # too_many_connections
-    "53400",  # configuration_limit_exceeded
-    "40001",  # serialization_failure: transient, safe to re-run the whole unit of work
-    "40P01",  # deadlock_detected: same
-    "55P03",  # lock_not_available
-    "25006",  # read_only_sql_transaction: a write reached a standby (failover in progress)
-}
+# Which errors mean "the database cannot answer now" is decided by the one table of
+# `building_blocks.db.transient`; only timeouts and unique keys are told apart here.
 _PG_TIMEOUT = {"57014"}  # query_canceled (statement_timeout)
 _PG_UNIQUE = "23505"
 
 # MySQL / MariaDB error numbers.
-_MY_UNAVAILABLE = {
-    1040,  # too many connections
-    1053,  # server shutdown in progress
-    1205,  # lock wait timeout
-    1213,  # deadlock
-    1290,  # read-only (--read-only server)
-    2002,  # can't connect (socket)
-    2003,  # can't connect (TCP)
-    2006,  # server has gone away
-    2013,  # lost connection during query
-    2055,  # lost connection (system error)
-    1045,  # access denied: at request time the client can only wait for an operator
-    1049,  # unknown database: same
-}
 _MY_TIMEOUT = {1969, 3024}  # MariaDB max_statement_time, MySQL max_execution_time
 _MY_UNIQUE = 1062
 
 # SQL Server native error numbers.
 _MS_UNIQUE = {2627, 2601}
-_MS_UNAVAILABLE = {1205, 4060, 18456, 40613, 40197, 40501, 10928, 10929}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +100,6 @@ def parse_duplicate_key(exc: BaseException, dialect: str) -> DuplicateKey | None
     return None
 
 
-def _is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
-
-
 def translate_error(
     exc: BaseException, *, dialect: str, pool: str, entity: str = "entity"
 ) -> DataError | None:
@@ -144,9 +112,14 @@ def translate_error(
     if isinstance(exc, sa_exc.TimeoutError):
         return PoolTimeoutError(f"no free connection in pool {pool!r}", pool=pool, retry_after=1)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return QueryTimeoutError(f"database {pool!r} did not answer in time", pool=pool)
+        # The client-side bound fired: the server stopped answering mid-statement.
+        return QueryTimeoutError(
+            f"database {pool!r} did not answer in time", pool=pool, reason="disconnect"
+        )
     if isinstance(exc, ConnectionError | OSError):
-        return UnavailableError(f"database {pool!r} is unreachable", pool=pool, retry_after=2)
+        return UnavailableError(
+            f"database {pool!r} is unreachable", pool=pool, retry_after=2, reason="disconnect"
+        )
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
 
@@ -159,20 +132,16 @@ def translate_error(
     code = _vendor_code(orig) if dialect in ("mysql", "mariadb", "mssql") else None
     if state in _PG_TIMEOUT or (code is not None and code in _MY_TIMEOUT):
         return QueryTimeoutError(f"a statement on {pool!r} ran past its timeout", pool=pool)
-    unavailable = (
-        _is_disconnect(exc)
-        or (
-            state is not None
-            and (state in _PG_UNAVAILABLE or state.startswith(_PG_UNAVAILABLE_PREFIXES))
+    # Bad credentials and unknown databases (FATAL) are also "unavailable" at request
+    # time: the client can only wait for an operator, and 503 says so.
+    kind = classify(exc, dialect)
+    if kind is not None or isinstance(
+        orig.__cause__, OSError | ConnectionError | asyncio.TimeoutError
+    ):
+        reason = kind.value if kind is not None else Transience.DISCONNECT.value
+        return UnavailableError(
+            f"database {pool!r} is unavailable", pool=pool, retry_after=1, reason=reason
         )
-        or (dialect in ("mysql", "mariadb") and code in _MY_UNAVAILABLE)
-        or (dialect == "mssql" and code in _MS_UNAVAILABLE)
-        or (dialect == "sqlite" and "locked" in str(orig))
-        or isinstance(exc, sa_exc.InterfaceError)
-        or isinstance(orig.__cause__, OSError | ConnectionError | asyncio.TimeoutError)
-    )
-    if unavailable:
-        return UnavailableError(f"database {pool!r} is unavailable", pool=pool, retry_after=1)
     if isinstance(exc, sa_exc.IntegrityError):
         return ConflictError(f"{entity} violates a constraint of the database")
     if isinstance(exc, sa_exc.OperationalError):

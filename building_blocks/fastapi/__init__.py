@@ -3,6 +3,13 @@
 The only subpackage of `building_blocks` that imports FastAPI.
 """
 
+from building_blocks.fastapi.consistency import (
+    CONSISTENCY_COOKIE,
+    CONSISTENCY_HEADER,
+    FORCE_PRIMARY_HEADER,
+    ConsistencyMiddleware,
+    primary_reads,
+)
 from building_blocks.fastapi.dependencies import from_state
 from building_blocks.fastapi.health import health_router
 from building_blocks.fastapi.lifespan import Resource, lifespan_of
@@ -12,14 +19,22 @@ from building_blocks.fastapi.problems import (
     install_problem_handlers,
     problem_response,
 )
+from building_blocks.fastapi.startup import Startup, StartupStep
 
 __all__ = [
+    "CONSISTENCY_COOKIE",
+    "CONSISTENCY_HEADER",
+    "FORCE_PRIMARY_HEADER",
     "PROBLEM_JSON",
     "BodySizeLimit",
+    "ConsistencyMiddleware",
     "Resource",
+    "Startup",
+    "StartupStep",
     "from_state",
     "health_router",
     "install_problem_handlers",
     "lifespan_of",
+    "primary_reads",
     "problem_response",
 ]

@@ -8,15 +8,17 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from building_blocks.db.session import PRIMARY, DatabaseSession
+from building_blocks.fastapi.startup import Startup
 
 __all__ = ["health_router"]
 
 
-def health_router(database: DatabaseSession) -> APIRouter:
-    """Liveness answers while the process runs; readiness is 503 while the primary is down.
+def health_router(database: DatabaseSession, startup: Startup | None = None) -> APIRouter:
+    """Liveness answers while the process runs; readiness is 503 while the primary is down
+    or ``startup`` has not finished (waiting for the primary, migrating).
 
-    Readiness lists every database (``up``/``down``/``lagging``) by pool name and host,
-    never with credentials.
+    Readiness lists every database (``up``/``down``/``lagging``, replicas with their lag)
+    by pool name and host, never with credentials.
     """
     router = APIRouter(prefix="/health", tags=["health"])
 
@@ -32,12 +34,16 @@ def health_router(database: DatabaseSession) -> APIRouter:
     async def ready(response: Response) -> dict[str, Any]:
         pools = await database.status()
         primary_up = any(p.name == PRIMARY and p.state == "up" for p in pools)
-        if not primary_up:
+        started = startup is None or startup.ready
+        if not (primary_up and started):
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
             response.headers["Retry-After"] = "1"
-        return {
-            "status": "ok" if primary_up else "unavailable",
+        body: dict[str, Any] = {
+            "status": "ok" if primary_up and started else "unavailable",
             "databases": [asdict(p) for p in pools],
         }
+        if startup is not None:
+            body["startup"] = {"state": startup.state, "step": startup.step, "error": startup.error}
+        return body
 
     return router

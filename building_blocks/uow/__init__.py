@@ -7,6 +7,7 @@ from building_blocks.uow.memory import (
     InMemoryUnitOfWorkFactory,
 )
 from building_blocks.uow.protocol import AbstractUnitOfWork, UnitOfWork, UnitOfWorkFactory
+from building_blocks.uow.runner import TransactionRetryPolicy, run_in_transaction
 from building_blocks.uow.sql import SQLAlchemyUnitOfWork, SQLAlchemyUnitOfWorkFactory
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "InMemoryUnitOfWorkFactory",
     "SQLAlchemyUnitOfWork",
     "SQLAlchemyUnitOfWorkFactory",
+    "TransactionRetryPolicy",
     "UnitOfWork",
     "UnitOfWorkFactory",
+    "run_in_transaction",
 ]

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
 from building_blocks.db.connection import Connection
+from building_blocks.db.consistency import ConsistencyToken
 from building_blocks.db.session import DatabaseSession
 from building_blocks.uow.protocol import AbstractUnitOfWork
 
@@ -44,6 +45,12 @@ class SQLAlchemyUnitOfWork(AbstractUnitOfWork[R]):
     @property
     def pool(self) -> str:
         return self.connection.pool
+
+    @property
+    def consistency_token(self) -> ConsistencyToken | None:
+        """After `commit`, with replicas configured: the position a reader must reach to
+        see this unit's writes (``None`` before commit, for readers, without replicas)."""
+        return self._connection.consistency_token if self._connection is not None else None
 
     async def _begin(self) -> R:
         self._context = self._session.begin(read_only=self.read_only)

@@ -1,37 +1,36 @@
-"""In-process clients for the users API on real databases, and the fixtures behind them."""
+"""In-process clients for the users API on real databases, and the fixtures behind them:
+a private, password-protected PostgreSQL primary with a streaming hot standby owned by
+one test module (tests pause, stop and restart them), polling helpers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from app.main import create_app
-from app.migrations import upgrade
+from app.migrations import upgrade, upgrade_sync
 from app.settings import Settings
+from tests.support import PostgresReplica, PostgresServer, ServiceUnavailable
+from tests.support.asgi import serving
+from tests.support.pytest_helpers import skip_or_fail
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
     return Settings(database_url=url, **overrides)  # type: ignore[arg-type]
 
 
-async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose app has gone through its lifespan (start and stop)."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
-
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
     await upgrade(url)
-    async for client in client_for(create_app(settings_for(url))):
+    async with serving(create_app(settings_for(url))) as client:
         yield client
 
 
@@ -66,3 +65,45 @@ async def create_user(client: httpx.AsyncClient, name: str) -> str:
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.fixture(scope="module")
+def pg_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PostgresServer, PostgresReplica]]:
+    """A private scram-protected primary + hot standby, migrated, for one module."""
+    base = tmp_path_factory.mktemp("pair")
+    try:
+        primary = PostgresServer.start_primary(base, auth="scram", password=PASSWORD)
+    except ServiceUnavailable as exc:
+        skip_or_fail(exc)
+    with primary, PostgresServer.start_replica(primary, base) as replica:
+        upgrade_sync(primary.url())
+        replica.wait_replay_caught_up()
+        yield primary, replica
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> float:
+    """Poll ``condition`` (sync or async) every 10 ms until true; the seconds it took."""
+    started = time.monotonic()
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def user_body(n: int | str) -> dict[str, object]:
+    return {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": f"ada{n}@example.com",
+        "username": f"ada{n}",
+    }

@@ -12,8 +12,9 @@ import pytest
 
 from app.main import create_app
 from app.migrations import upgrade
-from tests.integration.conftest import client_for, settings_for
+from tests.integration.conftest import settings_for
 from tests.support import PostgresServer, ServiceUnavailable
+from tests.support.asgi import serving
 from tests.support.pytest_helpers import skip_or_fail
 
 USERS = "/api/v1/users/"
@@ -35,7 +36,7 @@ async def api(private_pg: PostgresServer) -> AsyncIterator[httpx.AsyncClient]:
     url = private_pg.url()
     await upgrade(url)
     app = create_app(settings_for(url, db_connect_timeout=2.0))
-    async for client in client_for(app):
+    async with serving(app) as client:
         yield client
 
 
@@ -82,7 +83,7 @@ async def test_a_hung_database_times_out_into_503_instead_of_hanging(
     url = private_pg.url()
     await upgrade(url)
     app = create_app(settings_for(url, db_connect_timeout=1.0, db_statement_timeout=1.0))
-    async for api in client_for(app):
+    async with serving(app) as api:
         assert (await api.get(USERS)).status_code == 200  # a pooled connection exists now
         private_pg.sigstop()
         try:

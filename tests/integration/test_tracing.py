@@ -21,11 +21,12 @@ from building_blocks.db import SQLAlchemySession
 from building_blocks.telemetry import instrument_redis, uninstrument_redis
 from tests.integration.conftest import create_user
 from tests.support.app_process import AppProcess
+from tests.support.asgi import serving
 from tests.support.otlp import OtlpReceiver
 from tests.support.postgres import PostgresServer
 from tests.support.process import wait_until
 from tests.support.redis import RedisServer
-from tests.support.telemetry import SpanCapture, app_client
+from tests.support.telemetry import SpanCapture
 
 USER_ROUTE = "/api/v1/users/{user_id}"
 POOL_ATTR = "db.client.connection.pool.name"
@@ -38,7 +39,7 @@ def _sql_spans(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
 async def test_a_request_is_one_trace_of_server_unit_of_work_and_sql_spans(
     sqlite_file_url: str, make_settings: Callable[..., Settings], spans: SpanCapture
 ) -> None:
-    async with app_client(create_app(make_settings(sqlite_file_url))) as client:
+    async with serving(create_app(make_settings(sqlite_file_url))) as client:
         user_id = await create_user(client, "traced")
         spans.start()  # only the GET's spans from here
         assert (await client.get(f"/api/v1/users/{user_id}")).status_code == 200
@@ -76,7 +77,8 @@ async def test_each_statement_is_exactly_one_span_even_if_instrumented_again(
     def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    async with app_client(app) as client:
+    async with serving(app) as client:
+        spans.clear()  # start-up's own probes are not part of this
         await app.state.db_telemetry.start()  # again: must be a no-op
         session: SQLAlchemySession = app.state.database
         event.listen(session.primary.sync_engine, "before_cursor_execute", count)
@@ -93,7 +95,7 @@ async def test_a_failing_statement_ends_its_span_with_an_error(
     sqlite_file_url: str, make_settings: Callable[..., Settings], spans: SpanCapture
 ) -> None:
     app = create_app(make_settings(sqlite_file_url))
-    async with app_client(app):
+    async with serving(app):
         session: SQLAlchemySession = app.state.database
         async with session.primary.connect() as conn:
             with pytest.raises(Exception, match="no such table"):
@@ -107,7 +109,7 @@ async def test_an_incoming_traceparent_continues_the_callers_trace(
     sqlite_file_url: str, make_settings: Callable[..., Settings], spans: SpanCapture
 ) -> None:
     trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
-    async with app_client(create_app(make_settings(sqlite_file_url))) as client:
+    async with serving(create_app(make_settings(sqlite_file_url))) as client:
         await client.get("/health/live", headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
     (server,) = [s for s in spans.spans() if s.kind is SpanKind.SERVER]
     assert format(server.context.trace_id, "032x") == trace_id
@@ -128,7 +130,7 @@ async def test_statements_on_a_replica_engine_are_spans_and_metrics_of_its_pool(
     )
     settings = Settings(database_url=postgresql_url, database_replica_urls=replica_url)
     app = create_app(settings)
-    async with app_client(app) as client:
+    async with serving(app) as client:
         session: SQLAlchemySession = app.state.database
         async with session.engines["replica-0"].connect() as conn:
             await conn.execute(text("SELECT count(*) FROM users"))

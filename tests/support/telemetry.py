@@ -9,12 +9,9 @@ the spans it recorded through `SpanCapture`. Spans are kept only while a test ca
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
-from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -22,7 +19,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 __all__ = [
     "SpanCapture",
-    "app_client",
     "install_span_capture",
     "sample_value",
     "samples",
@@ -52,6 +48,10 @@ class SpanCapture:
         self._gate.capturing = False
         self._exporter.clear()
 
+    def clear(self) -> None:
+        """Forget what was captured so far (e.g. the app's start-up probes)."""
+        self._exporter.clear()
+
     def spans(self) -> tuple[ReadableSpan, ...]:
         return tuple(self._exporter.get_finished_spans())
 
@@ -72,15 +72,6 @@ def install_span_capture() -> SpanCapture:
             raise RuntimeError("a tracer provider was installed before the test run's")
         _capture = SpanCapture(exporter, gate)
     return _capture
-
-
-@asynccontextmanager
-async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run ``app``'s lifespan and yield a client that calls it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            yield client
 
 
 @dataclass(frozen=True, slots=True)
