@@ -95,7 +95,10 @@ async def wait_for_database(
         wait=wait_exponential_jitter(
             multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
         ),
-        retry=retry_if_exception(lambda exc: not isinstance(exc, ConfigurationError)),
+        # Only failures are retried: a cancelled start-up (shutdown) must stop at once.
+        retry=retry_if_exception(
+            lambda exc: isinstance(exc, Exception) and not isinstance(exc, ConfigurationError)
+        ),
         before_sleep=before_sleep,
         reraise=True,
     )
