@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from building_blocks.config import DatabaseConfig
 from building_blocks.db.connection import Connection
+from building_blocks.db.direct import DirectReader, DirectReads
 from building_blocks.db.engines import WRITE_OPTION, create_engine
 from building_blocks.db.translate import translate_error
 from building_blocks.db.urls import describe_url, parse_url
@@ -129,14 +130,20 @@ class SQLAlchemySession(DatabaseSession):
                 _raise_translated(exc, conn.dialect.name, name)
             return conn
 
+        # Read-only work on PostgreSQL/asyncpg reads without BEGIN/ROLLBACK (db/direct.py).
+        reader = DirectReader.of(engine) if read_only else None
+        direct = reader.begin() if reader is not None else None
         try:
             yield Connection(
                 open_transaction,
                 pool=name,
                 dialect_name=engine.dialect.name,
                 read_only=read_only,
+                direct=direct,
             )
         finally:
+            if direct is not None:
+                await _release_quietly(direct)
             for conn in opened:
                 await _close_quietly(conn)
 
@@ -169,6 +176,14 @@ def _raise_translated(exc: Exception, dialect: str, pool: str) -> NoReturn:
     if error is None:
         raise exc
     raise error from exc
+
+
+async def _release_quietly(direct: DirectReads) -> None:
+    # As `_close_quietly`, for the connection of direct reads.
+    try:
+        await asyncio.shield(direct.release())
+    except Exception:
+        log.debug("returning a direct-read connection failed", exc_info=True)
 
 
 async def _close_quietly(conn: AsyncConnection) -> None:

@@ -21,7 +21,7 @@ from building_blocks.errors import (
     UnavailableError,
 )
 
-__all__ = ["DuplicateKey", "parse_duplicate_key", "translate_error"]
+__all__ = ["DuplicateKey", "is_driver_disconnect", "parse_duplicate_key", "translate_error"]
 
 # SQLSTATE classes/codes (PostgreSQL, SQL Server via ODBC) that mean "the database cannot
 # answer now" rather than "your statement is wrong".
@@ -130,6 +130,43 @@ def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
+def _is_raw_driver_error(exc: BaseException) -> bool:
+    """An exception straight from asyncpg (direct reads run on the driver, see direct.py)."""
+    return type(exc).__module__.startswith("asyncpg")
+
+
+_PG_CONNECTION_GONE = {"57P01", "57P02", "57P03"}
+
+
+def is_driver_disconnect(exc: BaseException, driver_connection: object | None) -> bool:
+    """Whether a raw driver error means the connection is unusable (not the statement)."""
+    is_closed = getattr(driver_connection, "is_closed", None)
+    if callable(is_closed) and is_closed():
+        return True
+    if isinstance(exc, ConnectionError | OSError):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str):
+        return state.startswith(_PG_UNAVAILABLE_PREFIXES) or state in _PG_CONNECTION_GONE
+    # asyncpg's InterfaceError family without a SQLSTATE: "connection is closed" & co.
+    return _is_raw_driver_error(exc) and "connection" in str(exc).lower()
+
+
+def _translate_raw(exc: BaseException, pool: str, entity: str) -> DataError | None:
+    state = _sqlstate(exc)
+    if state in _PG_TIMEOUT:
+        return QueryTimeoutError(f"a statement on {pool!r} ran past its timeout", pool=pool)
+    if state == _PG_UNIQUE:
+        constraint = getattr(exc, "constraint_name", None)
+        return DuplicateKeyError(entity, (), constraint=constraint)
+    if (
+        state is not None
+        and (state in _PG_UNAVAILABLE or state.startswith(_PG_UNAVAILABLE_PREFIXES))
+    ) or is_driver_disconnect(exc, None):
+        return UnavailableError(f"database {pool!r} is unavailable", pool=pool, retry_after=1)
+    return None
+
+
 def translate_error(
     exc: BaseException, *, dialect: str, pool: str, entity: str = "entity"
 ) -> DataError | None:
@@ -145,6 +182,8 @@ def translate_error(
         return QueryTimeoutError(f"database {pool!r} did not answer in time", pool=pool)
     if isinstance(exc, ConnectionError | OSError):
         return UnavailableError(f"database {pool!r} is unreachable", pool=pool, retry_after=2)
+    if _is_raw_driver_error(exc):
+        return _translate_raw(exc, pool, entity)
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
 
