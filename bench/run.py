@@ -42,6 +42,7 @@ class Results:
     scenarios: list[Scenario] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_metrics: str = ""
+    telemetry_seen: bool | None = None  # did the service export HTTP metrics?
 
     def median(self, name: str, pick: Callable[[WrkResult], float]) -> float:
         return statistics.median(pick(r) for r in self.runs[name])
@@ -154,6 +155,10 @@ def _measure(
             results.peak_rss_mb[name] = server.peak_rss_mb()
         if "service" in servers:
             results.cache_metrics = _cache_lines(servers["service"].url)
+        if "service-nocache" in servers:
+            results.telemetry_seen = "http_server_request_duration_seconds" in _metrics(
+                servers["service-nocache"].url
+            )
     finally:
         for server in servers.values():
             server.stop()
@@ -181,10 +186,15 @@ def _one(scenario: Scenario, server: Server, files: dict[str, Path], options: Op
     )
 
 
-def _cache_lines(base_url: str) -> str:
-    """The service's cache counters, if it exposes any (to tell a hit run from a miss)."""
+def _metrics(base_url: str) -> str:
     try:
-        text = httpx.get(base_url + "/metrics", timeout=10).text
+        response = httpx.get(base_url + "/metrics", timeout=10)
     except httpx.HTTPError:
         return ""
+    return response.text if response.status_code == 200 else ""
+
+
+def _cache_lines(base_url: str) -> str:
+    """The service's cache counters, if it exposes any (to tell a hit run from a miss)."""
+    text = _metrics(base_url)
     return "\n".join(line for line in text.splitlines() if line.startswith("cache_requests"))
