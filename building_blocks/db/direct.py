@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from building_blocks.db.translate import is_driver_disconnect
 __all__ = ["CompiledRead", "DirectReader", "DirectReads"]
 
 Processor = Callable[[Any], Any]
+Checkout = Callable[[], Awaitable[PoolProxiedConnection]]
 
 #: Compiled shapes kept per engine; a service has a few dozen, ad-hoc filters add more.
 _CACHE_SIZE = 500
@@ -139,8 +140,14 @@ class DirectReader:
                 self._compiled.popitem(last=False)
         return None if found is None else (found, cache_key.bindparams)
 
-    def begin(self) -> DirectReads:
-        return DirectReads(self)
+    async def checkout(self) -> PoolProxiedConnection:
+        """A pooled driver connection (the pool's limits, timeout and events apply)."""
+        return await greenlet_spawn(self.engine.sync_engine.raw_connection)
+
+    def begin(self, checkout: Checkout | None = None) -> DirectReads:
+        """The direct reads of one unit; ``checkout`` (default `checkout`) is how it gets
+        its connection, so the session can wrap it (error translation, fallbacks)."""
+        return DirectReads(self, checkout or self.checkout)
 
 
 _READERS: weakref.WeakKeyDictionary[Any, DirectReader] = weakref.WeakKeyDictionary()
@@ -150,10 +157,11 @@ class DirectReads:
     """The direct reads of one read-only unit of work: holds at most one pool connection,
     from its first read until `release`."""
 
-    __slots__ = ("_broken", "_fairy", "_reader")
+    __slots__ = ("_broken", "_checkout_fn", "_fairy", "_reader")
 
-    def __init__(self, reader: DirectReader) -> None:
+    def __init__(self, reader: DirectReader, checkout: Checkout) -> None:
         self._reader = reader
+        self._checkout_fn = checkout
         self._fairy: PoolProxiedConnection | None = None
         self._broken = False
 
@@ -201,7 +209,7 @@ class DirectReads:
 
     async def _checkout(self) -> PoolProxiedConnection:
         if self._fairy is None:
-            self._fairy = await greenlet_spawn(self._reader.engine.sync_engine.raw_connection)
+            self._fairy = await self._checkout_fn()
         return self._fairy
 
     async def _discard(self, exc: BaseException) -> None:

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from building_blocks.config import DatabaseConfig
 from building_blocks.db.connection import Connection
@@ -132,7 +133,7 @@ class SQLAlchemySession(DatabaseSession):
 
         # Read-only work on PostgreSQL/asyncpg reads without BEGIN/ROLLBACK (db/direct.py).
         reader = DirectReader.of(engine) if read_only else None
-        direct = reader.begin() if reader is not None else None
+        direct = reader.begin(lambda: self._checkout_raw(name, reader)) if reader else None
         try:
             yield Connection(
                 open_transaction,
@@ -152,6 +153,13 @@ class SQLAlchemySession(DatabaseSession):
             return await engine.connect()
         except Exception as exc:
             _raise_translated(exc, engine.dialect.name, name)
+
+    async def _checkout_raw(self, name: str, reader: DirectReader) -> PoolProxiedConnection:
+        """As `_checkout`, for direct reads (a driver connection from the same pool)."""
+        try:
+            return await reader.checkout()
+        except Exception as exc:
+            _raise_translated(exc, reader.dialect.name, name)
 
     async def status(self) -> list[PoolStatus]:
         return list(await asyncio.gather(*(self._probe(n, e) for n, e in self._engines.items())))
