@@ -10,6 +10,17 @@ PY := $(VENV)/bin/python
 SYNC := $(UV) sync --frozen --inexact --all-extras --no-extra mssql
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# make loadtest: HOST may also be a full URL (http://users.example:8080).
+SCENARIO ?= mixed
+USERS ?= 20
+SPAWN_RATE ?= $(USERS)
+RUN_TIME ?= 30s
+LOAD_URL = $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT))
+LOAD_CLASS_read := ReadUser
+LOAD_CLASS_list := ListUser
+LOAD_CLASS_write := WriteUser
+LOAD_CLASS_mixed := MixedUser
+LOAD_CLASS_pool := PoolUser
 
 .PHONY: run test lint format install install-dev loadtest bench clean
 
@@ -38,6 +49,22 @@ run: install
 test: install-dev
 	scripts/install-test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Load-test a running deployment, headless, with a summary (req/s, p50/p95/p99, failures):
+##   make loadtest [HOST=http://host:8000] [SCENARIO=read|list|write|mixed|pool|spike]
+##                 [USERS=20] [RUN_TIME=30s]   (read: LOAD_HOT_SHARE=0.9 LOAD_HOT_SET=50)
+loadtest: install-dev
+	@case "$(SCENARIO)" in read|list|write|mixed|pool|spike) ;; \
+	  *) echo "SCENARIO must be one of read list write mixed pool spike"; exit 2;; esac
+	PYTHONPATH=. LOAD_SPIKE_USERS=$(USERS) $(VENV)/bin/locust --headless --only-summary \
+	  --host $(LOAD_URL) -u $(USERS) -r $(SPAWN_RATE) \
+	  $(if $(filter spike,$(SCENARIO)),-f tests/load/spike.py,-f tests/load/locustfile.py -t $(RUN_TIME) $(LOAD_CLASS_$(SCENARIO)))
+
+## Benchmark against hand-written baselines (own PostgreSQL + replica + Redis); writes
+## bench/RESULTS.md. BENCH_ARGS=--quick for a fast sanity run.
+bench: install-dev
+	scripts/install-test-deps
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

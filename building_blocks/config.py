@@ -24,6 +24,10 @@ class PoolConfig:
     timeout: float = 10.0
     recycle: float = 1800.0
     pre_ping: bool = True
+    #: With ``pre_ping``, only connections idle for longer than this are pinged at checkout
+    #: (a ping is a round trip, three on asyncpg; a connection returned a moment ago is
+    #: alive). Direct reads retry once on a dead connection anyway. 0 pings every checkout.
+    ping_after_idle: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size < 1:

@@ -7,15 +7,18 @@ transaction handling that make it safe under concurrent requests (WAL, busy time
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from building_blocks.config import DatabaseConfig
+from building_blocks.db.pool import ElasticQueuePool
 from building_blocks.db.urls import parse_url
 
 __all__ = ["WRITE_OPTION", "create_engine"]
@@ -30,7 +33,8 @@ def create_engine(url: str | URL, config: DatabaseConfig, *, name: str) -> Async
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {
         "echo": config.echo,
-        "pool_pre_ping": config.pool.pre_ping,
+        # Pre-ping is ours (_ping_idle_connections): SQLAlchemy's pings every checkout.
+        "pool_pre_ping": False,
         "logging_name": name,
         "pool_logging_name": name,
         "hide_parameters": True,  # parameters may hold personal data: keep them out of errors
@@ -42,6 +46,7 @@ def create_engine(url: str | URL, config: DatabaseConfig, *, name: str) -> Async
         options["poolclass"] = StaticPool
     else:
         options.update(
+            poolclass=ElasticQueuePool,  # QueuePool limits without its churn (db/pool.py)
             pool_size=config.pool.size,
             max_overflow=config.pool.max_overflow,
             pool_timeout=config.pool.timeout,
@@ -70,11 +75,39 @@ def create_engine(url: str | URL, config: DatabaseConfig, *, name: str) -> Async
         connect_args["timeout"] = max(1, round(config.connect_timeout))
 
     engine = create_async_engine(parsed, connect_args=connect_args, **options)
+    if config.pool.pre_ping and not memory_sqlite:
+        _ping_idle_connections(engine, config.pool.ping_after_idle)
     if backend == "sqlite":
         _configure_sqlite(engine, busy_ms=int(config.pool.timeout * 1000))
     elif backend in ("mysql", "mariadb") and statement_ms:
         _configure_mysql(engine, statement_ms)
     return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Pre-ping at checkout, but only connections idle longer than ``idle_seconds``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout; on asyncpg that is BEGIN, a
+    ping and ROLLBACK: three round trips per request, doubling the cost of a read. A
+    connection that was in use a moment ago is alive; one that slept may have been cut
+    (server restart, idle timeout of a proxy). Raising `DisconnectionError` here makes the
+    pool discard the connection and check out a new one (SQLAlchemy's documented recipe).
+    """
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["bb_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("bb_idle_since")
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # new (just connected) or recently used
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa_exc.DisconnectionError("pre-ping failed") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, *, busy_ms: int) -> None:

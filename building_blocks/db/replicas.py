@@ -14,15 +14,22 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from building_blocks.config import DatabaseConfig, PoolConfig
 from building_blocks.db.connection import Connection, Opener
 from building_blocks.db.consistency import ConsistencyToken, note_commit
+from building_blocks.db.direct import DirectReads
 from building_blocks.db.engines import create_engine
 from building_blocks.db.lag import LagMonitor
 from building_blocks.db.replication import replication_for
 from building_blocks.db.routing import PRIMARY, ReplicaSelector, Route, Router
-from building_blocks.db.transactions import begin_transaction, checkout, close_quietly
+from building_blocks.db.transactions import (
+    begin_transaction,
+    checkout,
+    checkout_raw,
+    close_quietly,
+)
 from building_blocks.db.transient import Transience, classify
 from building_blocks.db.translate import translate_error
 from building_blocks.errors import DataError, UnavailableError
@@ -122,6 +129,22 @@ class Replicas:
             return None
         opened.append(conn)
         return conn
+
+    async def checkout_direct(
+        self, route: Route, direct: DirectReads
+    ) -> PoolProxiedConnection | None:
+        """As `open`, for direct reads (no transaction to begin, no position to verify:
+        direct reads are only used when the route needs no check)."""
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                return await checkout_raw(route.name, direct.reader)
+        except (DataError, TimeoutError) as exc:
+            self._failed(route, f"request could not connect: {type(exc).__name__}")
+            return None
+
+    def read_timed_out(self, route: Route) -> None:
+        """A direct read on ``route``'s replica got no answer within the connect timeout."""
+        self._failed(route, "a read timed out")
 
     def _failed(self, route: Route, detail: str) -> None:
         self.router.mark_down(route.name, detail)

@@ -20,13 +20,21 @@ from dataclasses import dataclass
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from building_blocks.config import DatabaseConfig
 from building_blocks.db.connection import Connection
+from building_blocks.db.direct import DirectReader, Failover
 from building_blocks.db.engines import create_engine
 from building_blocks.db.replicas import Replicas, RoutedConnection
 from building_blocks.db.routing import PRIMARY, ReplicaSelector, Route, Router
-from building_blocks.db.transactions import begin_transaction, checkout, close_quietly
+from building_blocks.db.transactions import (
+    begin_transaction,
+    checkout,
+    checkout_raw,
+    close_quietly,
+    release_quietly,
+)
 from building_blocks.db.urls import describe_url, parse_url
 from building_blocks.errors import ConfigurationError
 from building_blocks.telemetry.metrics import Metrics
@@ -175,16 +183,46 @@ class SQLAlchemySession(DatabaseSession):
             await begin_transaction(conn, PRIMARY, read_only=read_only)
             return conn
 
+        # Read-only work on PostgreSQL/asyncpg reads without BEGIN/ROLLBACK (db/direct.py),
+        # unless the replica must first prove it has replayed the client's last write.
+        async def checkout_direct() -> PoolProxiedConnection:
+            assert direct is not None  # noqa: S101 - only called through `direct`
+            if connection.pool != PRIMARY:
+                fairy = await replicas.checkout_direct(route, direct)
+                if fairy is not None:
+                    return fairy
+                connection.pool = PRIMARY  # fell back: nothing ran on the replica
+                primary_reader = DirectReader.of(self.primary)
+                assert primary_reader is not None  # noqa: S101 - same dialect and driver
+                direct.rebind(primary_reader)
+            return await checkout_raw(PRIMARY, direct.reader)
+
+        def leave_replica() -> DirectReader:
+            replicas.read_timed_out(route)
+            connection.pool = PRIMARY
+            primary_reader = DirectReader.of(self.primary)
+            assert primary_reader is not None  # noqa: S101 - same dialect and driver
+            return primary_reader
+
+        reader = DirectReader.of(route.engine) if read_only and route.verify is None else None
+        failover = (
+            Failover(self.config.connect_timeout, leave_replica) if route.name != PRIMARY else None
+        )
+        direct = reader.begin(checkout_direct, failover=failover) if reader is not None else None
+
         connection = RoutedConnection(
             open_transaction,
             replicas=replicas,
             pool=route.name,
             dialect_name=route.engine.dialect.name,
             read_only=read_only,
+            direct=direct,
         )
         try:
             yield connection
         finally:
+            if direct is not None:
+                await release_quietly(direct)
             for conn in opened:
                 await close_quietly(conn)
 

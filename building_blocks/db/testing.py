@@ -39,6 +39,7 @@ class CompilingConnection(Connection):
         self.dialect_name = dialect.name
         self._open = None
         self._conn = None
+        self._direct = None
         self.pool = pool
         self.read_only = read_only
         self.statements: list[str] = []
@@ -55,11 +56,15 @@ class CompilingConnection(Connection):
         self._compile(statement)
         return self._rowcount
 
-    async def fetch_all(self, statement: Executable) -> Sequence[Mapping[str, Any]]:
+    async def fetch_all(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Mapping[str, Any]]:
         self._compile(statement)
         return self._rows
 
-    async def fetch_one(self, statement: Executable) -> Mapping[str, Any] | None:
+    async def fetch_one(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
         self._compile(statement)
         return self._rows[0] if self._rows else None
 

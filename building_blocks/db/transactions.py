@@ -8,11 +8,20 @@ import logging
 from typing import NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
+from building_blocks.db.direct import DirectReader, DirectReads
 from building_blocks.db.engines import WRITE_OPTION
 from building_blocks.db.translate import translate_error
 
-__all__ = ["begin_transaction", "checkout", "close_quietly", "raise_translated"]
+__all__ = [
+    "begin_transaction",
+    "checkout",
+    "checkout_raw",
+    "close_quietly",
+    "raise_translated",
+    "release_quietly",
+]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +32,14 @@ async def checkout(name: str, engine: AsyncEngine) -> AsyncConnection:
         return await engine.connect()
     except Exception as exc:
         raise_translated(exc, engine.dialect.name, name)
+
+
+async def checkout_raw(name: str, reader: DirectReader) -> PoolProxiedConnection:
+    """As `checkout`, for direct reads: a driver connection from the same pool."""
+    try:
+        return await reader.checkout()
+    except Exception as exc:
+        raise_translated(exc, reader.dialect.name, name)
 
 
 async def begin_transaction(conn: AsyncConnection, name: str, *, read_only: bool) -> None:
@@ -52,3 +69,11 @@ async def close_quietly(conn: AsyncConnection) -> None:
         await asyncio.shield(conn.close())
     except Exception:
         log.debug("closing a broken connection failed", exc_info=True)
+
+
+async def release_quietly(direct: DirectReads) -> None:
+    # As `close_quietly`, for the connection of direct reads.
+    try:
+        await asyncio.shield(direct.release())
+    except Exception:
+        log.debug("returning a direct-read connection failed", exc_info=True)

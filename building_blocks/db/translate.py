@@ -22,7 +22,7 @@ from building_blocks.errors import (
     UnavailableError,
 )
 
-__all__ = ["DuplicateKey", "parse_duplicate_key", "translate_error"]
+__all__ = ["DuplicateKey", "is_driver_disconnect", "parse_duplicate_key", "translate_error"]
 
 # Which errors mean "the database cannot answer now" is decided by the one table of
 # `building_blocks.db.transient`; only timeouts and unique keys are told apart here.
@@ -100,6 +100,40 @@ def parse_duplicate_key(exc: BaseException, dialect: str) -> DuplicateKey | None
     return None
 
 
+def _is_raw_driver_error(exc: BaseException) -> bool:
+    """An exception straight from asyncpg (direct reads run on the driver, see direct.py)."""
+    return type(exc).__module__.startswith("asyncpg")
+
+
+def is_driver_disconnect(exc: BaseException, driver_connection: object | None) -> bool:
+    """Whether a raw driver error means the connection is unusable (not the statement)."""
+    is_closed = getattr(driver_connection, "is_closed", None)
+    if callable(is_closed) and is_closed():
+        return True
+    if isinstance(exc, ConnectionError | OSError):
+        return True
+    if classify(exc, "postgresql") is Transience.DISCONNECT:
+        return True
+    # asyncpg's InterfaceError family without a SQLSTATE: "connection is closed" & co.
+    return _is_raw_driver_error(exc) and "connection" in str(exc).lower()
+
+
+def _translate_raw(exc: BaseException, pool: str, entity: str) -> DataError | None:
+    state = _sqlstate(exc)
+    if state in _PG_TIMEOUT:
+        return QueryTimeoutError(f"a statement on {pool!r} ran past its timeout", pool=pool)
+    if state == _PG_UNIQUE:
+        constraint = getattr(exc, "constraint_name", None)
+        return DuplicateKeyError(entity, (), constraint=constraint)
+    kind = classify(exc, "postgresql")
+    if kind is not None or is_driver_disconnect(exc, None):
+        reason = (kind or Transience.DISCONNECT).value
+        return UnavailableError(
+            f"database {pool!r} is unavailable", pool=pool, retry_after=1, reason=reason
+        )
+    return None
+
+
 def translate_error(
     exc: BaseException, *, dialect: str, pool: str, entity: str = "entity"
 ) -> DataError | None:
@@ -120,6 +154,8 @@ def translate_error(
         return UnavailableError(
             f"database {pool!r} is unreachable", pool=pool, retry_after=2, reason="disconnect"
         )
+    if _is_raw_driver_error(exc):
+        return _translate_raw(exc, pool, entity)
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -104,7 +105,18 @@ class SQLAlchemyRepository(ABC, Generic[T]):
         return entity
 
     async def get_or_none(self, id: Any) -> T | None:
-        return await self._one(select(self.table).where(self._id == id))
+        row = await self.connection.fetch_one(self._by_id_statement(), {"bb_id": id})
+        return None if row is None else self._row_to_entity(row)
+
+    @classmethod
+    def _by_id_statement(cls) -> Select[Any]:
+        """``SELECT ... WHERE id = :bb_id``, built once per class: the hottest read skips
+        building a statement and its cache key on every call (~20 µs)."""
+        statement: Select[Any] | None = cls.__dict__.get("_bb_by_id")
+        if statement is None:
+            statement = select(cls.table).where(cls.table.c[cls.id_column] == bindparam("bb_id"))
+            cls._bb_by_id = statement  # type: ignore[attr-defined]
+        return statement
 
     async def get_many(self, ids: Iterable[Any]) -> builtins.list[T]:
         wanted = list(dict.fromkeys(ids))

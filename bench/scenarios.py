@@ -1,0 +1,84 @@
+"""What one benchmark run measures: the servers, and the wrk scenarios run against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.servers import ServerSpec
+from bench.stack import Stack
+
+__all__ = ["RATIOS", "Scenario", "scenarios", "server_specs"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    server: str
+    script: str  # bench/wrk/<script>
+    paths: str | None  # "ids" | "pages" | None (the script makes its own requests)
+    connections: int
+    what: str
+
+
+def server_specs(stack: Stack) -> list[ServerSpec]:
+    """The service three ways (cache on, cache off, cache off + telemetry off) and the
+    three hand-written baselines. The baselines read the replica, as the service's
+    uncached reads are meant to."""
+    service = {
+        "DATABASE_URL": stack.primary_url,
+        "DATABASE_REPLICA_URLS": stack.replica_url,
+        "REDIS_URL": stack.redis_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    baseline = {"BENCH_PG_DSN": stack.replica_dsn, "BENCH_REDIS_URL": stack.redis_url}
+    factory = "app.main:create_app"
+    return [
+        ServerSpec("service", factory, {**service, "CACHE_TTL_SECONDS": "3600"}),
+        ServerSpec("service-nocache", factory, {**service, "CACHE_TTL_SECONDS": "0"}),
+        ServerSpec(
+            "service-nocache-notel",
+            factory,
+            {**service, "CACHE_TTL_SECONDS": "0", "OTEL_SDK_DISABLED": "true"},
+        ),
+        ServerSpec("bare", "bench.baselines.bare:create_app", baseline),
+        ServerSpec("asyncpg", "bench.baselines.pg:create_app", baseline),
+        ServerSpec("redis-aside", "bench.baselines.redis_aside:create_app", baseline),
+    ]
+
+
+def scenarios(*, quick: bool) -> list[Scenario]:
+    base = [
+        Scenario("bare get", "bare", "paths.lua", "ids", 64, "baseline: JSON from memory"),
+        Scenario("asyncpg get", "asyncpg", "paths.lua", "ids", 64, "baseline: raw asyncpg"),
+        Scenario("redis-aside get", "redis-aside", "paths.lua", "ids", 64, "baseline: redis-py"),
+        Scenario("svc get hit", "service", "paths.lua", "ids", 64, "cache on, warmed"),
+        Scenario("svc get miss", "service-nocache", "paths.lua", "ids", 64, "cache off"),
+        Scenario(
+            "svc get miss notel",
+            "service-nocache-notel",
+            "paths.lua",
+            "ids",
+            64,
+            "cache off, OTEL_SDK_DISABLED",
+        ),
+        Scenario("svc list page", "service-nocache", "paths.lua", "pages", 64, "limit=50"),
+        Scenario("svc create", "service-nocache", "create.lua", None, 64, "POST, primary"),
+    ]
+    if quick:
+        return base
+    return [
+        *base,
+        Scenario("svc get hit c256", "service", "paths.lua", "ids", 256, "256 connections"),
+        Scenario("svc get miss c256", "service-nocache", "paths.lua", "ids", 256, "256 conns"),
+        Scenario("redis-aside get c256", "redis-aside", "paths.lua", "ids", 256, "256 conns"),
+    ]
+
+
+#: (label, numerator scenario, denominator scenario, target)
+RATIOS: list[tuple[str, str, str, float | None]] = [
+    ("cached get / redis-aside baseline", "svc get hit", "redis-aside get", 1.0),
+    ("uncached get / raw asyncpg baseline", "svc get miss", "asyncpg get", 0.8),
+    ("telemetry on / off (uncached get)", "svc get miss", "svc get miss notel", 0.9),
+    ("cached get / bare FastAPI", "svc get hit", "bare get", 0.7),
+    ("uncached get / bare FastAPI", "svc get miss", "bare get", None),
+]
