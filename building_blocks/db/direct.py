@@ -173,6 +173,38 @@ class DirectReader:
 _READERS: weakref.WeakKeyDictionary[Any, DirectReader] = weakref.WeakKeyDictionary()
 
 
+class _DirectContext:
+    """Stands in for SQLAlchemy's execution context in statement events (listeners keep
+    per-statement state on it)."""
+
+    def __init__(self, statement: str, parameters: list[Any]) -> None:
+        self.statement = statement
+        self.parameters = parameters
+
+
+@dataclass(slots=True)
+class _DirectError:
+    """The parts of SQLAlchemy's ``ExceptionContext`` a ``handle_error`` listener reads."""
+
+    execution_context: _DirectContext
+    original_exception: BaseException
+    engine: Any  # the sync Engine, as in SQLAlchemy's own ExceptionContext
+    sqlalchemy_exception: None = None
+    chained_exception: None = None
+    connection: None = None
+    cursor: None = None
+    is_disconnect: bool = False
+    invalidate_pool_on_disconnect: bool = False
+
+    @property
+    def statement(self) -> str:
+        return self.execution_context.statement
+
+    @property
+    def parameters(self) -> list[Any]:
+        return self.execution_context.parameters
+
+
 class DirectReads:
     """The direct reads of one read-only unit of work: holds at most one pool connection,
     from its first read until `release`."""
@@ -235,16 +267,33 @@ class DirectReads:
             records = await self._run(await self._checkout(), compiled.sql, args, one=one)
         return [compiled.row(r) for r in records]
 
-    @staticmethod
     async def _run(
-        fairy: PoolProxiedConnection, sql: str, args: list[Any], *, one: bool
+        self, fairy: PoolProxiedConnection, sql: str, args: list[Any], *, one: bool
     ) -> list[Any]:
         driver = fairy.driver_connection
         assert driver is not None  # noqa: S101 - a checked-out connection has one
-        if one:
-            record = await driver.fetchrow(sql, *args)
-            return [] if record is None else [record]
-        return list(await driver.fetch(sql, *args))
+        # The engine's statement events fire as on SQLAlchemy's own path, so whatever
+        # listens (tracing, query metrics, a test counting statements) sees direct reads.
+        dispatch = self._reader.engine.sync_engine.dispatch
+        context = _DirectContext(sql, args)
+        if dispatch.before_cursor_execute:
+            dispatch.before_cursor_execute(None, None, sql, args, context, False)
+        try:
+            if one:
+                record = await driver.fetchrow(sql, *args)
+                records = [] if record is None else [record]
+            else:
+                records = list(await driver.fetch(sql, *args))
+        except BaseException as exc:
+            dialect_dispatch = self._reader.engine.sync_engine.dialect.dispatch
+            if dialect_dispatch.handle_error:
+                dialect_dispatch.handle_error(
+                    _DirectError(context, exc, self._reader.engine.sync_engine)
+                )
+            raise
+        if dispatch.after_cursor_execute:
+            dispatch.after_cursor_execute(None, None, sql, args, context, False)
+        return records
 
     @property
     def reader(self) -> DirectReader:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event, func, insert, select
 
@@ -245,3 +246,44 @@ async def test_overflow_connections_close_once_the_pool_has_been_idle(
         assert asyncio.get_running_loop().time() < deadline, "overflow connections stayed open"
         await asyncio.sleep(0.01)
     assert pool.checkedout() == 0
+
+
+async def test_direct_reads_fire_the_engines_statement_events(session: SQLAlchemySession) -> None:
+    """Tracing, query metrics and statement counters listen to these events: the direct
+    path must be as visible as SQLAlchemy's own."""
+    user = await _stored(session, 940)
+    seen: list[tuple[str, str]] = []
+
+    def before(*args: Any) -> None:
+        seen.append(("before", args[2]))
+
+    def after(*args: Any) -> None:
+        seen.append(("after", args[2]))
+
+    engine = session.primary.sync_engine
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        assert await _get(session, user.id, read_only=True) == user
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    assert [kind for kind, _ in seen] == ["before", "after"]
+    assert seen[0][1].lstrip().upper().startswith("SELECT")
+
+
+async def test_a_failing_direct_read_fires_handle_error(session: SQLAlchemySession) -> None:
+    errors: list[BaseException] = []
+
+    def on_error(context: Any) -> None:
+        errors.append(context.original_exception)
+
+    engine = session.primary.sync_engine
+    event.listen(engine, "handle_error", on_error)
+    try:
+        with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+            async with session.begin(read_only=True) as conn:
+                await conn.fetch_one(select(1 / func.abs(0)))
+    finally:
+        event.remove(engine, "handle_error", on_error)
+    assert len(errors) == 1
