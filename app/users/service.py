@@ -1,4 +1,10 @@
-"""Use cases of the users service. Knows units of work and the domain; not HTTP, not SQL."""
+"""Use cases of the users service. Knows units of work and the domain; not HTTP, not SQL.
+
+Reads go through the cache first: `get`, `get_by_email` and `list` open a read-only unit
+of work only on a miss, so a hit never touches the database. Every write registers the
+keys and tags it makes stale with ``Cache.invalidate_on_commit``: applied after the
+commit, dropped on rollback.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,17 @@ from uuid import UUID
 from app.users.domain import NewUser, User
 from app.users.errors import UserIdTakenError, UserNotFoundError
 from app.users.repository import UserRepository
+from building_blocks.cache import Cache, CommitHooks, InMemoryCacheBackend, JsonCodec, cached
 from building_blocks.errors import DuplicateKeyError, NotFoundError, StaleVersionError
 from building_blocks.repository import Page
 from building_blocks.uow import UnitOfWorkFactory
 
-__all__ = ["UserService"]
+__all__ = ["CACHE_SCHEMA_VERSION", "LISTS_TAG", "UserService"]
+
+#: Bump when `User` or `Page` change shape: new instances then ignore old cached entries.
+CACHE_SCHEMA_VERSION = "1"
+#: Every cached listing carries this tag; any write to users invalidates them all.
+LISTS_TAG = "users:lists"
 
 
 def _utcnow() -> datetime:
@@ -27,12 +39,25 @@ class UserService:
         self,
         uow: UnitOfWorkFactory[UserRepository],
         *,
+        cache: Cache | None = None,
         clock: Callable[[], datetime] = _utcnow,
         new_id: Callable[[], UUID] = uuid.uuid4,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._new_id = new_id
+        self._cache = cache or Cache(InMemoryCacheBackend(), namespace="users", enabled=False)
+        user = JsonCodec[User](User)
+        self._by_id = cached(self._cache, key="user:{user_id}", codec=user)(self._load)
+        self._by_email = cached(self._cache, key="user-email:{email_key}", codec=user)(
+            self._load_by_email
+        )
+        self._page = cached(
+            self._cache,
+            key="users:{is_active}:{limit}:{cursor}",
+            codec=JsonCodec[Page[User]](Page[User]),
+            tags=(LISTS_TAG,),
+        )(self._load_page)
 
     async def register(self, new: NewUser) -> tuple[User, bool]:
         """Create a user; returns ``(user, created)``.
@@ -49,6 +74,8 @@ class UserService:
         try:
             async with self._uow() as uow:
                 await uow.repository.add(user)
+                # "Not found" may be cached for this id (client-chosen) or this email.
+                self._invalidate_on_commit(uow, user)
                 await uow.commit()
         except DuplicateKeyError as exc:
             # Two replays racing: the other one won; answer with what it stored.
@@ -72,22 +99,47 @@ class UserService:
         return existing
 
     async def get(self, user_id: UUID) -> User:
-        async with self._uow(read_only=True) as uow:
-            user = await uow.repository.get_or_none(user_id)
+        user = await self._by_id(user_id)
         if user is None:
             raise UserNotFoundError(user_id)
         return user
 
     async def get_by_email(self, email: str) -> User | None:
-        async with self._uow(read_only=True) as uow:
-            return await uow.repository.get_by_email(email)
+        # One key per user whatever the case the client typed: the key a write
+        # invalidates (`User.email_key`) is the one every read uses.
+        return await self._by_email(email.lower())
 
     async def list(
         self, *, is_active: bool | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page[User]:
+        page = await self._page(is_active, limit, cursor)
+        if page is None:  # never: the loader always returns a page
+            raise RuntimeError("listing loader returned None")
+        return page
+
+    # -- loaders: run on cache misses only, each in its own read-only unit of work ------
+    async def _load(self, user_id: UUID) -> User | None:
+        async with self._uow(read_only=True) as uow:
+            return await uow.repository.get_or_none(user_id)
+
+    async def _load_by_email(self, email_key: str) -> User | None:
+        async with self._uow(read_only=True) as uow:
+            return await uow.repository.get_by_email(email_key)
+
+    async def _load_page(
+        self, is_active: bool | None, limit: int, cursor: str | None
+    ) -> Page[User]:
         filters = {} if is_active is None else {"is_active": is_active}
         async with self._uow(read_only=True) as uow:
             return await uow.repository.list(filters=filters, limit=limit, cursor=cursor)
+
+    def _invalidate_on_commit(self, uow: CommitHooks, *users: User) -> None:
+        """After ``uow`` commits: forget these users (by id and by every email they had)
+        and every listing."""
+        keys: list[str] = []
+        for user in users:
+            keys += (self._by_id.key(user.id), self._by_email.key(user.email_key))
+        self._cache.invalidate_on_commit(uow, keys=keys, tags=(LISTS_TAG,))
 
     async def update(
         self, user_id: UUID, changes: Mapping[str, Any], *, expected_version: int | None = None
@@ -102,13 +154,17 @@ class UserService:
             if changed is current:
                 return current
             stored = await uow.repository.update(changed)
+            self._invalidate_on_commit(uow, current, stored)  # old and new email
             await uow.commit()
         return stored
 
     async def delete(self, user_id: UUID, *, expected_version: int | None = None) -> None:
         try:
             async with self._uow() as uow:
+                # Read first: the email key to invalidate is known only from the row.
+                current = await uow.repository.get(user_id)
                 await uow.repository.delete(user_id, expected_version=expected_version)
+                self._invalidate_on_commit(uow, current)
                 await uow.commit()
         except NotFoundError:
             raise UserNotFoundError(user_id) from None

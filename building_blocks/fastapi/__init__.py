@@ -3,6 +3,7 @@
 The only subpackage of `building_blocks` that imports FastAPI.
 """
 
+from building_blocks.fastapi.cache_header import CacheHeaderMiddleware
 from building_blocks.fastapi.dependencies import from_state
 from building_blocks.fastapi.health import health_router
 from building_blocks.fastapi.lifespan import Resource, lifespan_of
@@ -14,6 +15,7 @@ from building_blocks.fastapi.problems import (
 
 __all__ = [
     "PROBLEM_JSON",
+    "CacheHeaderMiddleware",
     "Resource",
     "from_state",
     "health_router",

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from building_blocks.cache import Cache
 from building_blocks.db.session import PRIMARY, DatabaseSession
 
 __all__ = ["health_router"]
 
 
-def health_router(database: DatabaseSession) -> APIRouter:
+def health_router(database: DatabaseSession, caches: Sequence[Cache] = ()) -> APIRouter:
     """Liveness answers while the process runs; readiness is 503 while the primary is down.
 
     Readiness lists every database (``up``/``down``/``lagging``) by pool name and host,
-    never with credentials.
+    and every cache (``up``/``down``/``disabled`` and its circuit breaker), never with
+    credentials. A cache that is down does not make the service unready: reads fall back
+    to the database.
     """
     router = APIRouter(prefix="/health", tags=["health"])
 
@@ -38,6 +42,7 @@ def health_router(database: DatabaseSession) -> APIRouter:
         return {
             "status": "ok" if primary_up else "unavailable",
             "databases": [asdict(p) for p in pools],
+            "caches": [asdict(await cache.status()) for cache in caches],
         }
 
     return router
