@@ -153,8 +153,8 @@ class UserService:
             changed = current.changed(changes, now=self._clock())
             if changed is current:
                 return current
+            self._invalidate_on_commit(uow, current, changed)  # old and new email
             stored = await uow.repository.update(changed)
-            self._invalidate_on_commit(uow, current, stored)  # old and new email
             await uow.commit()
         return stored
 
