@@ -8,7 +8,10 @@ the data, unlike pickle: whoever can write to Redis cannot run code in the servi
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID
 
 import orjson
 from pydantic import TypeAdapter
@@ -36,7 +39,7 @@ class JsonCodec(Generic[T]):
         self._adapter: TypeAdapter[T] = TypeAdapter(type_)
 
     def encode(self, value: T) -> bytes:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_default)
 
     def decode(self, data: bytes) -> T:
         # pydantic's ValidationError is a ValueError: one exception type for callers.
@@ -44,3 +47,15 @@ class JsonCodec(Generic[T]):
 
     def __repr__(self) -> str:
         return f"JsonCodec({getattr(self.type, '__name__', self.type)!r})"
+
+
+def _default(value: Any) -> Any:
+    """What orjson does not write itself: subclasses of the types it knows (asyncpg
+    returns its own `UUID` subclass) and Decimal."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot cache a {type(value).__name__}")

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from building_blocks.cache.backend import CacheBackend, Lookup
 from building_blocks.cache.memory import InMemoryCacheBackend
 
-__all__ = ["CacheDown", "FaultyCacheBackend"]
+__all__ = ["CacheDownError", "FaultyCacheBackend"]
 
 
-class CacheDown(ConnectionError):
+class CacheDownError(ConnectionError):
     """What `FaultyCacheBackend` raises while ``down`` is set."""
 
 
 class FaultyCacheBackend:
-    """Delegates to ``inner``; raises `CacheDown` while ``down``; waits ``delay`` seconds
+    """Delegates to ``inner``; raises `CacheDownError` while ``down``; waits ``delay`` seconds
     before each call; counts calls by operation in ``calls``."""
 
     def __init__(self, inner: CacheBackend | None = None, *, delay: float = 0.0) -> None:
@@ -43,7 +43,7 @@ class FaultyCacheBackend:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.down:
-            raise CacheDown(f"cache backend is down ({operation})")
+            raise CacheDownError(f"cache backend is down ({operation})")
 
     async def start(self) -> None:
         await self.inner.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import pytest
@@ -61,9 +61,11 @@ class Loader:
         return {"v": self.value}
 
 
-async def read(cache: Cache, key: str, loader: Loader, **kwargs: float) -> tuple[object, str]:
+async def read(
+    cache: Cache, key: str, loader: Loader, ttl: float | None = None, tags: Sequence[str] = ()
+) -> tuple[object, str]:
     with collect_results() as results:
-        value = await cache.get_or_load(key, loader, codec=CODEC, **kwargs)
+        value = await cache.get_or_load(key, loader, codec=CODEC, ttl=ttl, tags=tags)
     return value, results[-1]
 
 

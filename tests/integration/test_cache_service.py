@@ -35,7 +35,7 @@ async def create(service: RunningApp) -> dict[str, Any]:
 async def until_hit(service: RunningApp, path: str, **params: Any) -> None:
     async def hit() -> bool:
         response = await service.client.get(path, params=params)
-        return response.headers.get("x-cache") == "hit"
+        return bool(response.headers.get("x-cache") == "hit")
 
     await poll_until(hit, what=f"{path} to be served from the cache")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,7 +19,7 @@ from building_blocks.cache import (
 from building_blocks.cache.testing import FaultyCacheBackend
 from building_blocks.errors import UnavailableError
 from building_blocks.telemetry import Metrics
-from building_blocks.uow import InMemoryUnitOfWorkFactory, InMemoryTransaction
+from building_blocks.uow import InMemoryTransaction, InMemoryUnitOfWorkFactory
 from tests.support.aio import poll_until
 
 CODEC = JsonCodec[dict[str, int]](dict[str, int])
@@ -58,6 +58,12 @@ async def cache(backend: FaultyCacheBackend) -> AsyncIterator[Cache]:
     await cache.close()
 
 
+async def get(
+    cache: Cache, key: str, loader: Callable[[], Awaitable[dict[str, int] | None]]
+) -> dict[str, int] | None:
+    return await cache.get_or_load(key, loader, codec=CODEC)
+
+
 async def stored(backend: FaultyCacheBackend, key: str) -> bool:
     return (await backend.inner.get(f"test:k:{key}", "1")).value is not None
 
@@ -80,9 +86,7 @@ async def test_second_read_is_a_hit_that_skips_the_loader(
 
 async def test_concurrent_misses_share_one_load(cache: Cache) -> None:
     loader = Loader(delay=0.01)
-    values = await asyncio.gather(
-        *(cache.get_or_load("k", loader, codec=CODEC) for _ in range(100))
-    )
+    values = await asyncio.gather(*(get(cache, "k", loader) for _ in range(100)))
     assert loader.calls == 1
     assert all(v == {"v": 1} for v in values)
 
@@ -119,7 +123,7 @@ async def test_loader_errors_reach_every_caller_and_are_not_cached(cache: Cache)
         raise UnavailableError("database down")
 
     outcomes = await asyncio.gather(
-        *(cache.get_or_load("k", failing, codec=CODEC) for _ in range(5)), return_exceptions=True
+        *(get(cache, "k", failing) for _ in range(5)), return_exceptions=True
     )
     assert all(isinstance(o, UnavailableError) for o in outcomes)
     with pytest.raises(UnavailableError):
@@ -148,10 +152,14 @@ async def test_rollback_leaves_the_cache_untouched(
 ) -> None:
     loader = Loader()
     await warm(cache, backend, "k", loader)
-    with pytest.raises(RuntimeError):
+
+    async def failing_write() -> None:
         async with _uow_factory()() as uow:
             cache.invalidate_on_commit(uow, keys=["k"], tags=["lists"])
             raise RuntimeError("the write failed")
+
+    with pytest.raises(RuntimeError, match="the write failed"):
+        await failing_write()
     assert await stored(backend, "k")
     assert backend.calls["invalidate"] == 0
 
@@ -161,7 +169,7 @@ async def test_a_load_that_began_before_an_invalidation_is_neither_stored_nor_sh
 ) -> None:
     old = Loader({"v": 1})
     old.release = asyncio.Event()
-    first = asyncio.create_task(cache.get_or_load("k", old, codec=CODEC))
+    first = asyncio.create_task(get(cache, "k", old))
     await poll_until(lambda: old.calls == 1, what="the first load to start")
     await cache.invalidate(keys=["k"])
     new = Loader({"v": 2})
