@@ -60,6 +60,10 @@ class CacheBackend(Protocol):
     async def ping(self) -> None:
         """Raise unless the backend answers now."""
 
+    async def reconnect(self) -> None:
+        """Drop idle connections: called before a recovery probe, since connections made
+        before an outage are dead and would each fail once after it."""
+
     async def get(self, key: str, field: str, tags: Sequence[str] = ()) -> Lookup: ...
 
     async def lease(self, key: str, token: str, ttl: float, tags: Sequence[str] = ()) -> bool:

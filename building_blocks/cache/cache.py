@@ -172,8 +172,12 @@ class Cache:
         started = time.monotonic()
         found = await self.guard.get(full_key, self.schema_version, full_tags)
         if not isinstance(found, Lookup):
+            # Backend unavailable: still one database read per burst of callers, so a
+            # Redis outage does not turn into a stampede on the database.
             self._count(found)
-            return await loader()
+            return await self._load_shared(
+                full_key, None, full_tags, started, loader, None, ttl, negative_ttl
+            )
         if found.value is not None:
             if found.value == NEGATIVE:
                 self._count("hit")
@@ -186,9 +190,25 @@ class Cache:
                 self._count("hit")
                 return value
         self._count("miss")
-        future = self._flights.join(full_key, found.fences, started)
+        return await self._load_shared(
+            full_key, found.fences, full_tags, started, loader, codec, ttl, negative_ttl
+        )
+
+    async def _load_shared(  # noqa: PLR0917 - private, called from two places
+        self,
+        key: str,
+        fences: tuple[bytes | None, ...] | None,
+        tags: tuple[str, ...],
+        started: float,
+        loader: Callable[[], Awaitable[T | None]],
+        codec: Codec[T] | None,
+        ttl: float | None,
+        negative_ttl: float | None,
+    ) -> T | None:
+        """Join a flight for ``key`` or start one; ``codec=None``: do not store."""
+        future = self._flights.join(key, fences, started)
         if future is None:
-            flight = self._flights.start(full_key, found.fences, full_tags)
+            flight = self._flights.start(key, fences, tags)
             task = asyncio.create_task(
                 self._fly(
                     flight,
@@ -209,13 +229,14 @@ class Cache:
         self,
         flight: Flight,
         loader: Callable[[], Awaitable[T | None]],
-        codec: Codec[T],
+        codec: Codec[T] | None,
         ttl: float,
         negative_ttl: float,
     ) -> None:
         """One flight: lease, load, hand the value to the callers, then store it."""
         lease = secrets.token_hex(8)
-        leased = await self.guard.lease(flight.key, lease, flight.tags)
+        leased = codec is not None and await self.guard.lease(flight.key, lease, flight.tags)
+        self._flights.reading(flight)
         try:
             value = await loader()
         except asyncio.CancelledError:  # the cache is closing
@@ -228,7 +249,7 @@ class Cache:
             return
         flight.future.set_result(value)
         self._flights.finish(flight)
-        if not leased or (value is None and negative_ttl <= 0):
+        if not leased or codec is None or (value is None and negative_ttl <= 0):
             return
         try:
             payload = NEGATIVE if value is None else codec.encode(value)

@@ -200,6 +200,7 @@ class GuardedBackend:
 
     async def _run_probe(self) -> None:
         try:
+            await self.backend.reconnect()
             await self.backend.ping()
             await self._replay()
         except asyncio.CancelledError:

@@ -63,6 +63,9 @@ class InMemoryCacheBackend:
     async def ping(self) -> None:
         return None
 
+    async def reconnect(self) -> None:
+        return None
+
     def __len__(self) -> int:
         """Live entries holding a value (fences excluded)."""
         now = self._clock()

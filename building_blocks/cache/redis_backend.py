@@ -13,9 +13,9 @@ arguments, which standalone Redis and Sentinel allow and Redis Cluster does not.
 
 Connections come from a `BlockingConnectionPool`: at most ``max_connections``; a call
 waits for a free one instead of failing with "Too many connections". Every call (pool
-wait included) runs under ``timeout`` seconds and is not retried: the cache answers from
-the database instead, which is always correct, and its breaker stops calling a Redis
-that keeps failing.
+wait included) runs under one `Deadline` of ``timeout`` seconds and is not retried: the
+cache answers from the database instead, which is always correct, and its breaker stops
+calling a Redis that keeps failing.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from building_blocks.cache.backend import Lookup
+from building_blocks.cache.deadline import Deadline
 
 __all__ = ["RedisCacheBackend"]
 
@@ -138,9 +139,11 @@ class RedisCacheBackend:
         pool = BlockingConnectionPool.from_url(
             self._url,
             max_connections=self.max_connections,
-            timeout=self.timeout,  # waiting for a free connection
-            socket_connect_timeout=self.timeout,
-            socket_timeout=self.timeout,
+            # redis-py's own timeouts (pool wait, connect, read) would trip on a busy
+            # event loop: every call runs under one `Deadline` instead.
+            timeout=None,
+            socket_connect_timeout=None,
+            socket_timeout=None,
             retry=Retry(NoBackoff(), 0),  # the cache falls back to the database instead
             health_check_interval=0,
         )
@@ -168,11 +171,15 @@ class RedisCacheBackend:
         return self._client
 
     async def ping(self) -> None:
-        async with asyncio.timeout(self.timeout):
+        async with Deadline(self.timeout):
             await self.client.execute_command("PING")  # type: ignore[no-untyped-call]
 
+    async def reconnect(self) -> None:
+        async with Deadline(self.timeout):
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+
     async def get(self, key: str, field: str, tags: Sequence[str] = ()) -> Lookup:
-        async with asyncio.timeout(self.timeout):
+        async with Deadline(self.timeout):
             if tags:
                 keys = [key, *(t + "!fence" for t in tags)]
                 reply = await self._scripts["get"](keys=keys, args=[field])
@@ -187,7 +194,7 @@ class RedisCacheBackend:
 
     async def lease(self, key: str, token: str, ttl: float, tags: Sequence[str] = ()) -> bool:
         keys = [key, key + "!lease", *tags, *(t + "!fence" for t in tags)]
-        async with asyncio.timeout(self.timeout):
+        async with Deadline(self.timeout):
             granted = await self._scripts["lease"](keys=keys, args=[token, _ms(ttl), len(tags)])
         return bool(granted)
 
@@ -202,7 +209,7 @@ class RedisCacheBackend:
         tags: Sequence[str] = (),
     ) -> bool:
         keys = [key, key + "!lease", *tags]
-        async with asyncio.timeout(self.timeout):
+        async with Deadline(self.timeout):
             stored = await self._scripts["fill"](keys=keys, args=[lease, field, value, _ms(ttl)])
         return bool(stored)
 
@@ -212,25 +219,23 @@ class RedisCacheBackend:
         if not keys and not tags:
             return
         fence_ms = _ms(fence_ttl) if fence_ttl > 0 else 0
-        async with asyncio.timeout(self.timeout):
+        async with Deadline(self.timeout):
             await self._scripts["invalidate"](
                 keys=[*keys, *tags], args=[len(keys), token, fence_ms]
             )
 
     async def purge(self, prefix: str) -> None:
-        # Rare (lost invalidations only) and possibly long: bounded per batch, not overall.
-        batch: list[str] = []
-        async for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
-            batch.append(key.decode() if isinstance(key, bytes) else key)
-            if len(batch) >= 500:
-                await self._purge_batch(batch)
-                batch = []
-        if batch:
-            await self._purge_batch(batch)
-
-    async def _purge_batch(self, keys: list[str]) -> None:
-        async with asyncio.timeout(self.timeout * 10):
-            await self._scripts["purge"](keys=keys)
+        # Rare (lost invalidations only) and possibly long: a generous overall bound, so
+        # a Redis that hangs again cannot stall the recovery probe forever.
+        async with asyncio.timeout(max(30.0, self.timeout * 100)):
+            batch: list[str] = []
+            async for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+                batch.append(key.decode() if isinstance(key, bytes) else key)
+                if len(batch) >= 500:
+                    await self._scripts["purge"](keys=batch)
+                    batch = []
+            if batch:
+                await self._scripts["purge"](keys=batch)
 
     def __repr__(self) -> str:
         return f"RedisCacheBackend({self.target()!r})"

@@ -55,6 +55,10 @@ class FaultyCacheBackend:
         await self._enter("ping")
         await self.inner.ping()
 
+    async def reconnect(self) -> None:
+        self.calls["reconnect"] += 1
+        await self.inner.reconnect()
+
     async def get(self, key: str, field: str, tags: Sequence[str] = ()) -> Lookup:
         await self._enter("get")
         return await self.inner.get(key, field, tags)

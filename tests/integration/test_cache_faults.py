@@ -108,6 +108,10 @@ async def test_redis_killed_mid_load_fails_no_request_and_caching_resumes_after_
         restarted = time.monotonic()
         await poll_until(lambda: load.count("hit", restarted) >= 50, timeout=30, what="hits again")
     assert load.failures() == []
+    # Recovered for good: once hits are back, no call meets a connection to the dead
+    # server (the probe drops them) and the breaker does not flap.
+    resumed = min(o[0] for o in load.outcomes if o[0] >= restarted and o[3] == "hit")
+    assert load.count("error", resumed) == 0
     assert service.metric("cache_circuit_open") == 0
     assert service.metric("cache_requests_total", result="bypass") >= 200
 

@@ -272,3 +272,32 @@ async def test_requests_and_invalidations_are_counted_in_metrics(
     assert sample("cache_circuit_open") == 0
     assert sample("cache_operation_duration_seconds_count", operation="get") == 2
     await cache.close()
+
+
+async def test_reads_that_bypass_a_down_backend_still_share_one_load(
+    cache: Cache, backend: FaultyCacheBackend
+) -> None:
+    backend.down = True
+    for _ in range(CONFIG.failure_threshold):
+        await get(cache, "warm-up", Loader())
+    assert cache.guard.breaker.state is BreakerState.OPEN
+    loader = Loader(delay=0.01)
+    values = await asyncio.gather(*(get(cache, "k", loader) for _ in range(50)))
+    assert loader.calls == 1
+    assert all(v == {"v": 1} for v in values)
+
+
+async def test_a_bypassing_read_never_joins_a_load_that_began_before_it(
+    cache: Cache, backend: FaultyCacheBackend
+) -> None:
+    backend.down = True
+    for _ in range(CONFIG.failure_threshold):
+        await get(cache, "warm-up", Loader())
+    early = Loader({"v": 1})
+    early.release = asyncio.Event()
+    first = asyncio.create_task(get(cache, "k", early))
+    await poll_until(lambda: early.calls == 1, what="the early load to start")
+    late = Loader({"v": 2})
+    assert await get(cache, "k", late) == {"v": 2}
+    early.release.set()
+    assert await first == {"v": 1}
