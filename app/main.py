@@ -12,7 +12,8 @@ from app.migrations import upgrade
 from app.settings import Settings
 from app.users.repository import SqlUserRepository, UserRepository
 from app.users.router import router as users_router
-from app.users.service import UserService
+from app.users.service import CACHE_SCHEMA_VERSION, UserService
+from building_blocks.cache import Cache, InMemoryCacheBackend, RedisCacheBackend
 from building_blocks.db import (
     ConnectRetryPolicy,
     DatabaseSession,
@@ -21,6 +22,7 @@ from building_blocks.db import (
 )
 from building_blocks.fastapi import (
     BodySizeLimit,
+    CacheHeaderMiddleware,
     ConsistencyMiddleware,
     Startup,
     StartupStep,
@@ -46,6 +48,7 @@ def create_app(
     *,
     database: DatabaseSession | None = None,
     users_uow: UnitOfWorkFactory[UserRepository] | None = None,
+    cache: Cache | None = None,
     telemetry: bool = True,
     migrate: bool = False,
     on_fatal: Callable[[BaseException], None] | None = None,
@@ -63,6 +66,7 @@ def create_app(
     metrics = Metrics(CollectorRegistry())
     session = database or SQLAlchemySession(settings.database(), metrics=metrics)
     uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
+    cache = cache or _cache(settings, metrics)
     startup = Startup(_startup_steps(settings, session, metrics, migrate), on_fatal=on_fatal)
 
     # The database's engines are instrumented once the session has created them
@@ -79,7 +83,9 @@ def create_app(
         metrics.registry.register(db_telemetry.collector)
         exposition = MetricsExposition(metrics.registry)
     tracing = Tracing(settings.tracing())
-    resources = (tracing, session, db_telemetry, startup) if telemetry else (session, startup)
+    resources = (
+        (tracing, session, db_telemetry, cache, startup) if telemetry else (session, cache, startup)
+    )
 
     app = FastAPI(
         title="Users service",
@@ -96,12 +102,14 @@ def create_app(
     app.state.db_telemetry = db_telemetry
     app.state.database = session
     app.state.startup = startup
-    app.state.user_service = UserService(uow)
+    app.state.cache = cache
+    app.state.user_service = UserService(uow, cache=cache)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ConsistencyMiddleware)
+    app.add_middleware(CacheHeaderMiddleware)
     app.include_router(users_router, dependencies=[Depends(startup.require_ready)])
-    app.include_router(health_router(session, startup))
+    app.include_router(health_router(session, startup, caches=(cache,)))
     if telemetry:  # last: the outermost middleware, so it also sees 413s
         install_telemetry(app, metrics=metrics, exposition=exposition)
     return app
@@ -125,3 +133,25 @@ def _startup_steps(
 
         steps.append(("applying migrations", apply_migrations))
     return steps
+
+
+def _cache(settings: Settings, metrics: Metrics | None) -> Cache:
+    """Redis when ``REDIS_URL`` is set, else in process; ``CACHE_TTL_SECONDS=0``: off."""
+    redis_url = settings.redis_url
+    backend = (
+        RedisCacheBackend(
+            redis_url.get_secret_value(),
+            timeout=settings.cache_timeout_seconds,
+            max_connections=settings.cache_max_connections,
+        )
+        if redis_url is not None
+        else InMemoryCacheBackend()
+    )
+    return Cache(
+        backend,
+        namespace=settings.service_name,
+        schema_version=CACHE_SCHEMA_VERSION,
+        config=settings.cache(),
+        metrics=metrics,
+        enabled=settings.cache_ttl_seconds > 0,
+    )

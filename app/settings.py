@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from building_blocks.cache import CacheConfig
 from building_blocks.config import DatabaseConfig, PoolConfig
 from building_blocks.telemetry import TracingConfig
 
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     db_connect_deadline_seconds: float = Field(default=60.0, gt=0)
     redis_url: SecretStr | None = None
     cache_ttl_seconds: float = Field(default=60.0, ge=0)
+    cache_negative_ttl_seconds: float = Field(default=5.0, ge=0)
+    cache_timeout_seconds: float = Field(default=0.1, gt=0)
+    cache_max_connections: int = Field(default=64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     service_name: str = Field(default="users", validation_alias="OTEL_SERVICE_NAME")
@@ -127,4 +131,13 @@ class Settings(BaseSettings):
             replica_max_lag_seconds=self.db_replica_max_lag_seconds,
             replica_probe_interval=self.db_replica_probe_interval_seconds,
             application_name=self.service_name,
+        )
+
+    def cache(self) -> CacheConfig:
+        """Cache policy; the fence covers the replica lag bound when replicas serve reads."""
+        lag = self.db_replica_max_lag_seconds if self.database_replica_urls else 0.0
+        return CacheConfig(
+            ttl=self.cache_ttl_seconds or 1.0,  # 0 disables the cache (see create_app)
+            negative_ttl=min(self.cache_negative_ttl_seconds, self.cache_ttl_seconds),
+            fence_seconds=lag + 1.0,
         )

@@ -3,6 +3,7 @@
 The only subpackage of `building_blocks` that imports FastAPI.
 """
 
+from building_blocks.fastapi.cache_header import CacheHeaderMiddleware
 from building_blocks.fastapi.consistency import (
     CONSISTENCY_COOKIE,
     CONSISTENCY_HEADER,
@@ -27,6 +28,7 @@ __all__ = [
     "FORCE_PRIMARY_HEADER",
     "PROBLEM_JSON",
     "BodySizeLimit",
+    "CacheHeaderMiddleware",
     "ConsistencyMiddleware",
     "Resource",
     "Startup",

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from building_blocks.cache import Cache
 from building_blocks.db.session import PRIMARY, DatabaseSession
 from building_blocks.fastapi.startup import Startup
 
 __all__ = ["health_router"]
 
 
-def health_router(database: DatabaseSession, startup: Startup | None = None) -> APIRouter:
+def health_router(
+    database: DatabaseSession, startup: Startup | None = None, caches: Sequence[Cache] = ()
+) -> APIRouter:
     """Liveness answers while the process runs; readiness is 503 while the primary is down
     or ``startup`` has not finished (waiting for the primary, migrating).
 
     Readiness lists every database (``up``/``down``/``lagging``, replicas with their lag)
-    by pool name and host, never with credentials.
+    by pool name and host, and every cache (``up``/``down``/``disabled`` and its circuit
+    breaker), never with credentials. A cache that is down does not make the service
+    unready: reads fall back to the database.
     """
     router = APIRouter(prefix="/health", tags=["health"])
 
@@ -41,6 +47,7 @@ def health_router(database: DatabaseSession, startup: Startup | None = None) -> 
         body: dict[str, Any] = {
             "status": "ok" if primary_up and started else "unavailable",
             "databases": [asdict(p) for p in pools],
+            "caches": [asdict(await cache.status()) for cache in caches],
         }
         if startup is not None:
             body["startup"] = {"state": startup.state, "step": startup.step, "error": startup.error}

@@ -17,7 +17,7 @@ import pytest
 from app.main import create_app
 from app.migrations import upgrade, upgrade_sync
 from app.settings import Settings
-from tests.support import PostgresReplica, PostgresServer, ServiceUnavailable
+from tests.support import PostgresReplica, PostgresServer, RedisServer, ServiceUnavailable
 from tests.support.asgi import serving
 from tests.support.pytest_helpers import skip_or_fail
 
@@ -107,3 +107,22 @@ def user_body(n: int | str) -> dict[str, object]:
         "email": f"ada{n}@example.com",
         "username": f"ada{n}",
     }
+
+
+@pytest.fixture
+def private_redis(servers_dir: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may kill, pause or restart."""
+    try:
+        server = RedisServer.start_new(servers_dir)
+    except ServiceUnavailable as exc:
+        skip_or_fail(exc)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def app_db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite database shared by the tests of one module."""
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('appdb') / 'users.db'}"
+    upgrade_sync(url)
+    return url

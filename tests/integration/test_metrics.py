@@ -113,7 +113,8 @@ async def test_query_durations_count_each_statement_by_operation_table_and_pool(
 async def test_wait_and_use_time_histograms_count_every_checkout(
     sqlite_file_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    app = create_app(make_settings(sqlite_file_url))
+    # No cache: every GET must reach the pool.
+    app = create_app(make_settings(sqlite_file_url, cache_ttl_seconds=0))
     checkouts = 0
 
     def count(*_: object) -> None:

@@ -1,0 +1,245 @@
+"""`RedisCacheBackend`: the cache protocol on Redis (redis-py asyncio), every call bounded.
+
+Layout, for an entry key ``K`` and a tag ``T`` (both already namespaced by the cache):
+
+    K            hash  {<schema version>: value, ...} or {"!fence": token} while fenced
+    K!lease      hash  {<lease token>: "1"}           leases of loads in flight
+    T            set   entry keys of the tag
+    T!fence      string token, while the tag is fenced
+
+A cache hit is one ``HMGET K <version> !fence``; leases, fills and invalidations are Lua
+scripts, so each is atomic and one round trip. The scripts touch keys derived from their
+arguments, which standalone Redis and Sentinel allow and Redis Cluster does not.
+
+Connections come from a `BlockingConnectionPool`: at most ``max_connections``; a call
+waits for a free one instead of failing with "Too many connections". Every call (pool
+wait included) runs under one `Deadline` of ``timeout`` seconds and is not retried: the
+cache answers from the database instead, which is always correct, and its breaker stops
+calling a Redis that keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from building_blocks.cache.backend import Lookup
+from building_blocks.cache.deadline import Deadline
+
+__all__ = ["RedisCacheBackend"]
+
+FENCE_FIELD = "!fence"
+
+_GET_TAGGED = """
+local r = redis.call('HMGET', KEYS[1], ARGV[1], '!fence')
+for i = 2, #KEYS do r[#r + 1] = redis.call('GET', KEYS[i]) end
+return r
+"""
+
+# KEYS: entry, leases, n tag sets, n tag fences.  ARGV: token, ttl_ms, n.
+_LEASE = """
+local n = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[1], '!fence') == 1 then return 0 end
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2 + n + i]) == 1 then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[1], '1')
+redis.call('PEXPIRE', KEYS[2], ttl)
+for i = 1, n do
+  redis.call('SADD', KEYS[2 + i], KEYS[1])
+  if redis.call('PTTL', KEYS[2 + i]) < ttl then redis.call('PEXPIRE', KEYS[2 + i], ttl) end
+end
+return 1
+"""
+
+# KEYS: entry, leases, tag sets.  ARGV: token, field, value, ttl_ms.
+_FILL = """
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return 0 end
+end
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+"""
+
+# KEYS: n entry keys, then tag sets.  ARGV: n, token, fence_ms.
+_INVALIDATE = """
+local n = tonumber(ARGV[1])
+local fence = tonumber(ARGV[3])
+for i = 1, n do
+  local k = KEYS[i]
+  redis.call('DEL', k, k .. '!lease')
+  if fence > 0 then
+    redis.call('HSET', k, '!fence', ARGV[2])
+    redis.call('PEXPIRE', k, fence)
+  end
+end
+for i = n + 1, #KEYS do
+  local t = KEYS[i]
+  for _, m in ipairs(redis.call('SMEMBERS', t)) do redis.call('DEL', m, m .. '!lease') end
+  redis.call('DEL', t)
+  if fence > 0 then redis.call('SET', t .. '!fence', ARGV[2], 'PX', fence) end
+end
+return 1
+"""
+
+# Entries, leases and tag sets go; fences (fenced hashes, tag fence strings) stay.
+_PURGE = """
+for i = 1, #KEYS do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t == 'set' or (t == 'hash' and redis.call('HEXISTS', KEYS[i], '!fence') == 0) then
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 1
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisCacheBackend:
+    """Redis at ``url`` (``redis://[:password@]host:port/db`` or ``rediss://``)."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._url = url
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._client: Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    def target(self) -> str:
+        parts = urlsplit(self._url)
+        db = parts.path.lstrip("/") or "0"
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}/{db}"
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        pool = BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=self.max_connections,
+            # redis-py's own timeouts (pool wait, connect, read) would trip on a busy
+            # event loop: every call runs under one `Deadline` instead.
+            timeout=None,
+            socket_connect_timeout=None,
+            socket_timeout=None,
+            retry=Retry(NoBackoff(), 0),  # the cache falls back to the database instead
+            health_check_interval=0,
+        )
+        self._client = Redis(connection_pool=pool)
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in (
+                ("get", _GET_TAGGED),
+                ("lease", _LEASE),
+                ("fill", _FILL),
+                ("invalidate", _INVALIDATE),
+                ("purge", _PURGE),
+            )
+        }
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("RedisCacheBackend.start() has not been called")
+        return self._client
+
+    async def ping(self) -> None:
+        async with Deadline(self.timeout):
+            await self.client.execute_command("PING")  # type: ignore[no-untyped-call]
+
+    async def reconnect(self) -> None:
+        async with Deadline(self.timeout):
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+
+    async def get(self, key: str, field: str, tags: Sequence[str] = ()) -> Lookup:
+        async with Deadline(self.timeout):
+            if tags:
+                keys = [key, *(t + "!fence" for t in tags)]
+                reply = await self._scripts["get"](keys=keys, args=[field])
+            else:
+                # execute_command, not hmget(): the hit path skips a layer of argument
+                # handling (redis-py's command methods are untyped wrappers of it).
+                reply = await self.client.execute_command(  # type: ignore[no-untyped-call]
+                    "HMGET", key, field, FENCE_FIELD
+                )
+        values = cast("list[bytes | None]", reply)
+        return Lookup(values[0], tuple(values[1:]))
+
+    async def lease(self, key: str, token: str, ttl: float, tags: Sequence[str] = ()) -> bool:
+        keys = [key, key + "!lease", *tags, *(t + "!fence" for t in tags)]
+        async with Deadline(self.timeout):
+            granted = await self._scripts["lease"](keys=keys, args=[token, _ms(ttl), len(tags)])
+        return bool(granted)
+
+    async def fill(
+        self,
+        key: str,
+        field: str,
+        value: bytes,
+        *,
+        lease: str,
+        ttl: float,
+        tags: Sequence[str] = (),
+    ) -> bool:
+        keys = [key, key + "!lease", *tags]
+        async with Deadline(self.timeout):
+            stored = await self._scripts["fill"](keys=keys, args=[lease, field, value, _ms(ttl)])
+        return bool(stored)
+
+    async def invalidate(
+        self, keys: Sequence[str], tags: Sequence[str], *, token: str, fence_ttl: float
+    ) -> None:
+        if not keys and not tags:
+            return
+        fence_ms = _ms(fence_ttl) if fence_ttl > 0 else 0
+        async with Deadline(self.timeout):
+            await self._scripts["invalidate"](
+                keys=[*keys, *tags], args=[len(keys), token, fence_ms]
+            )
+
+    async def purge(self, prefix: str) -> None:
+        # Rare (lost invalidations only) and possibly long: a generous overall bound, so
+        # a Redis that hangs again cannot stall the recovery probe forever.
+        async with asyncio.timeout(max(30.0, self.timeout * 100)):
+            batch: list[str] = []
+            async for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+                batch.append(key.decode() if isinstance(key, bytes) else key)
+                if len(batch) >= 500:
+                    await self._scripts["purge"](keys=batch)
+                    batch = []
+            if batch:
+                await self._scripts["purge"](keys=batch)
+
+    def __repr__(self) -> str:
+        return f"RedisCacheBackend({self.target()!r})"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
