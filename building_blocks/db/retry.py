@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from opentelemetry import trace
 from sqlalchemy import text
@@ -36,6 +37,8 @@ from building_blocks.telemetry.metrics import Metrics
 __all__ = ["ConnectRetryPolicy", "wait_for_database"]
 
 log = logging.getLogger(__name__)
+
+ConnectOutcome = Literal["success", "retry", "fatal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,15 @@ async def wait_for_database(
     target = f"{name} database {describe_url(engine.url)}"
     started = time.monotonic()
 
-    def count(outcome: str) -> None:
+    def count(outcome: ConnectOutcome) -> None:
         if metrics is not None:
             metrics.connect_attempts.labels(outcome=outcome).inc()
+
+    if metrics is not None:
+        # Each outcome's series exists at 0 before the first attempt, so the first retry
+        # or failure shows in rate() and alerts (a counter born at 1 shows no increase).
+        for outcome in get_args(ConnectOutcome):
+            metrics.connect_attempts.labels(outcome=outcome)
 
     def before_sleep(state: RetryCallState) -> None:
         count("retry")

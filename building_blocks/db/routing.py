@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -136,6 +136,11 @@ class Router:
         self._metrics = metrics
         for name in self._replicas:
             self._export(name)
+        if metrics is not None and self._replicas:
+            # Every reason's series exists at 0 from the start: a counter born at 1 shows
+            # no increase in rate(), and a dashboard with no series shows "No data".
+            for reason in get_args(FallbackReason):
+                metrics.replica_fallbacks.labels(reason=reason)
 
     @property
     def replicas(self) -> Sequence[ReplicaState]:

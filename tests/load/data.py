@@ -11,9 +11,12 @@ import threading
 import uuid
 from typing import Any
 
-__all__ = ["API", "IdPool", "env_float", "env_int", "new_user_body"]
+__all__ = ["API", "TRANSIENT_PREFIX", "IdPool", "env_float", "env_int", "new_user_body"]
 
 API = "/api/v1/users/"
+# Usernames of the users a write cycle creates and deletes again: the id pool skips them,
+# or a read running beside the writes would pick an id that is about to be deleted.
+TRANSIENT_PREFIX = "load-tmp-"
 
 
 def env_int(name: str, default: int) -> int:
@@ -24,14 +27,16 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-def new_user_body() -> dict[str, Any]:
-    """A valid create body whose email and username are unique (per run and user)."""
+def new_user_body(*, transient: bool = False) -> dict[str, Any]:
+    """A valid create body whose email and username are unique (per run and user);
+    ``transient`` for a user that will be deleted (see `TRANSIENT_PREFIX`)."""
     tag = uuid.uuid4().hex[:16]
+    prefix = TRANSIENT_PREFIX if transient else "load-"
     return {
         "first_name": "Load",
         "last_name": f"Test {tag[:6]}",
-        "email": f"load-{tag}@example.com",
-        "username": f"load-{tag}",
+        "email": f"{prefix}{tag}@example.com",
+        "username": f"{prefix}{tag}",
     }
 
 
@@ -73,7 +78,11 @@ class IdPool:
         while len(found) < wanted:
             query = f"{API}?limit=100" + (f"&cursor={cursor}" if cursor else "")
             page = client.get(query, name="setup: list users").json()
-            found += [item["id"] for item in page["items"]]
+            found += [
+                item["id"]
+                for item in page["items"]
+                if not str(item.get("username", "")).startswith(TRANSIENT_PREFIX)
+            ]
             cursor = page["next_cursor"]
             if not cursor:
                 break

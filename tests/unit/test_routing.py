@@ -150,6 +150,19 @@ def test_a_time_token_keeps_reads_on_the_primary_for_the_window(
     assert _fallbacks(metrics, "consistency") == 1
 
 
+def test_every_fallback_reason_is_exported_at_zero_before_any_fallback(
+    engines: dict[str, AsyncEngine], metrics: Metrics
+) -> None:
+    """So the first fallback of each reason shows in rate() (docs/metrics.md)."""
+    _router(engines, metrics)
+    reasons = ("forced", "down", "lagging", "consistency")
+    exported = [
+        metrics.registry.get_sample_value("db_replica_fallbacks_total", {"reason": reason})
+        for reason in reasons
+    ]
+    assert exported == [0.0] * len(reasons)
+
+
 def test_no_replicas_configured_means_primary_and_no_fallback_counted(
     engines: dict[str, AsyncEngine], metrics: Metrics
 ) -> None:

@@ -8,13 +8,17 @@ import time
 
 import pymysql
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.users.repository import InMemoryUserRepository
 from building_blocks.db import Transience, classify
+from building_blocks.db.retry import wait_for_database
 from building_blocks.db.transient import describe_fatal
 from building_blocks.db.translate import translate_error
 from building_blocks.errors import NotFoundError, UnavailableError
+from building_blocks.telemetry.metrics import Metrics
 from building_blocks.uow import (
     InMemoryUnitOfWorkFactory,
     TransactionRetryPolicy,
@@ -176,3 +180,20 @@ async def test_retries_stop_at_the_deadline() -> None:
     elapsed = time.monotonic() - started
     assert FAST.deadline <= elapsed < FAST.deadline + 0.3
     assert len(calls) > 3
+
+
+async def test_every_connect_outcome_is_exported_from_the_first_attempt() -> None:
+    """A retry or failure that comes later then shows as an increase, not a new series."""
+    metrics = Metrics(CollectorRegistry())
+    engine = create_async_engine("sqlite+aiosqlite://")
+    try:
+        await wait_for_database(engine, metrics=metrics)
+    finally:
+        await engine.dispose()
+    counts = {
+        outcome: metrics.registry.get_sample_value(
+            "db_connect_attempts_total", {"outcome": outcome}
+        )
+        for outcome in ("success", "retry", "fatal")
+    }
+    assert counts == {"success": 1.0, "retry": 0.0, "fatal": 0.0}
