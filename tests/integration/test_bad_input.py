@@ -27,11 +27,11 @@ PROBLEM = "application/problem+json"
 #: Each must come back exactly as sent (no trimming, no Unicode normalisation).
 STORED = {
     "sql": "Robert'); DROP TABLE users;--",
-    "quotes": "O'Brien \"the\" `tick` \\ back %_ wild",
+    "quotes": 'O\'Brien "the" `tick` \\ back %_ wild',
     "emoji": "Zoë 😀 👩‍👩‍👧 🏳️‍🌈",
     "rtl": "العربية עברית \u202eevil\u202c \u200fmark",
     "combining": "e\u0301\u0301\u0301 Z\u0351\u0358\u0362a\u0300 n\u0303",
-    "astral": "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠜎 𐍈",
+    "astral": "\U0001d518\U0001d52b\U0001d526 \U0002070e \U00010348",  # Fraktur, CJK Ext B, Gothic
     "longest": "😀" * 100,  # the column's 100 characters, 400 bytes in UTF-8
 }
 #: Control characters: refused by the API's schema (422) on every backend.
