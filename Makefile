@@ -22,7 +22,7 @@ LOAD_CLASS_write := WriteUser
 LOAD_CLASS_mixed := MixedUser
 LOAD_CLASS_pool := PoolUser
 
-.PHONY: run test lint format install install-dev loadtest bench clean
+.PHONY: run test lint format audit install install-dev loadtest bench clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -71,6 +71,12 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy building_blocks app tests bench
 	$(VENV)/bin/lint-imports
+
+## Known vulnerabilities in the locked dependencies (pip-audit; needs PyPI's per-release JSON
+## API or OSV). --strict: a package that cannot be checked fails the run, never a silent pass.
+audit: install-dev
+	$(UV) export --frozen --no-hashes --all-extras --no-emit-project > $(VENV)/audit-requirements.txt
+	$(VENV)/bin/pip-audit --strict --no-deps --disable-pip -r $(VENV)/audit-requirements.txt
 
 format: install-dev
 	$(VENV)/bin/ruff check --fix .

@@ -24,6 +24,7 @@ from building_blocks.fastapi import (
     BodySizeLimit,
     CacheHeaderMiddleware,
     ConsistencyMiddleware,
+    ControlCharacterPaths,
     Startup,
     StartupStep,
     health_router,
@@ -106,6 +107,7 @@ def create_app(
     app.state.user_service = UserService(uow, cache=cache)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ControlCharacterPaths)
     app.add_middleware(ConsistencyMiddleware)
     app.add_middleware(CacheHeaderMiddleware)
     app.include_router(users_router, dependencies=[Depends(startup.require_ready)])

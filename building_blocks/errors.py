@@ -9,6 +9,7 @@ driver's own exception so the cause stays in the traceback::
     │   ├── DuplicateKeyError    a unique key (primary or secondary) is taken
     │   └── StaleVersionError    optimistic lock: the entity changed since it was read
     ├── InvalidQueryError        a bad filter, cursor or order, caught before any SQL runs
+    │   └── InvalidValueError    a value the database cannot represent (NUL in PostgreSQL text)
     ├── UnavailableError         the database cannot answer now; retrying later may work
     │   ├── PoolTimeoutError     no connection became free within the pool timeout
     │   └── QueryTimeoutError    the statement ran past its time limit
@@ -27,6 +28,7 @@ __all__ = [
     "DataError",
     "DuplicateKeyError",
     "InvalidQueryError",
+    "InvalidValueError",
     "NotFoundError",
     "PoolTimeoutError",
     "QueryTimeoutError",
@@ -88,6 +90,12 @@ class StaleVersionError(ConflictError):
 
 class InvalidQueryError(DataError):
     """A query argument (filter field, cursor, order) is not valid for this repository."""
+
+
+class InvalidValueError(InvalidQueryError):
+    """The database refused a value it cannot represent: a NUL character in PostgreSQL
+    text, a character outside a MySQL column's character set. Input the client can fix,
+    never a reason to retry."""
 
 
 class UnavailableError(DataError):

@@ -104,7 +104,13 @@ async def list_users(
     service: Service,
     is_active: Annotated[bool | None, Query(description="Only active (or inactive) users")] = None,
     email: Annotated[
-        str | None, Query(max_length=254, description="The user with this email (any case)")
+        str | None,
+        # No control characters, as in bodies: PostgreSQL cannot even compare a NUL.
+        Query(
+            max_length=254,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="The user with this email (any case)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,

@@ -17,6 +17,7 @@ from building_blocks.errors import (
     ConflictError,
     DataError,
     DuplicateKeyError,
+    InvalidValueError,
     PoolTimeoutError,
     QueryTimeoutError,
     UnavailableError,
@@ -28,10 +29,13 @@ __all__ = ["DuplicateKey", "is_driver_disconnect", "parse_duplicate_key", "trans
 # `building_blocks.db.transient`; only timeouts and unique keys are told apart here.
 _PG_TIMEOUT = {"57014"}  # query_canceled (statement_timeout)
 _PG_UNIQUE = "23505"
+# character_not_in_repertoire (a NUL in text), untranslatable_character.
+_PG_UNREPRESENTABLE = {"22021", "22P05"}
 
 # MySQL / MariaDB error numbers.
 _MY_TIMEOUT = {1969, 3024}  # MariaDB max_statement_time, MySQL max_execution_time
 _MY_UNIQUE = 1062
+_MY_UNREPRESENTABLE = {1300, 1366}  # invalid character string, incorrect string value
 
 # SQL Server native error numbers.
 _MS_UNIQUE = {2627, 2601}
@@ -118,8 +122,14 @@ def is_driver_disconnect(exc: BaseException, driver_connection: object | None) -
     return _is_raw_driver_error(exc) and "connection" in str(exc).lower()
 
 
+def _unrepresentable(pool: str) -> InvalidValueError:
+    return InvalidValueError(f"the database {pool!r} cannot represent a value of the request")
+
+
 def _translate_raw(exc: BaseException, pool: str, entity: str) -> DataError | None:
     state = _sqlstate(exc)
+    if state in _PG_UNREPRESENTABLE:
+        return _unrepresentable(pool)
     if state in _PG_TIMEOUT:
         return QueryTimeoutError(f"a statement on {pool!r} ran past its timeout", pool=pool)
     if state == _PG_UNIQUE:
@@ -166,6 +176,8 @@ def translate_error(
     orig = exc.orig if exc.orig is not None else exc
     state = _sqlstate(orig)
     code = _vendor_code(orig) if dialect in ("mysql", "mariadb", "mssql") else None
+    if state in _PG_UNREPRESENTABLE or (code is not None and code in _MY_UNREPRESENTABLE):
+        return _unrepresentable(pool)
     if state in _PG_TIMEOUT or (code is not None and code in _MY_TIMEOUT):
         return QueryTimeoutError(f"a statement on {pool!r} ran past its timeout", pool=pool)
     # Bad credentials and unknown databases (FATAL) are also "unavailable" at request

@@ -15,6 +15,7 @@ from building_blocks.fastapi.dependencies import from_state
 from building_blocks.fastapi.health import health_router
 from building_blocks.fastapi.lifespan import Resource, lifespan_of
 from building_blocks.fastapi.limits import BodySizeLimit
+from building_blocks.fastapi.paths import ControlCharacterPaths
 from building_blocks.fastapi.problems import (
     PROBLEM_JSON,
     install_problem_handlers,
@@ -30,6 +31,7 @@ __all__ = [
     "BodySizeLimit",
     "CacheHeaderMiddleware",
     "ConsistencyMiddleware",
+    "ControlCharacterPaths",
     "Resource",
     "Startup",
     "StartupStep",
