@@ -78,6 +78,12 @@ def _other_targets(results: Results) -> list[str]:
                 f"- {name}: {failed} failed requests over all rounds (target 0), "
                 f"p99 {p99:.0f} ms (bounded by the 10 s pool timeout)"
             )
+            for metric, (count, total) in results.waits.get(name, {}).items():
+                mean = f", mean {total / count * 1000:.2f} ms" if count else ""
+                out.append(
+                    f"  - `{metric}` during its measured runs: count {count:,.0f}, "
+                    f"sum {total:.2f} s{mean}"
+                )
     if results.telemetry_seen is False:
         out.append(
             "- telemetry on vs off: not measurable on this build (the service exports no "
@@ -125,10 +131,10 @@ def render(results: Results, command: str) -> str:
             lines.append(f"| {label} | {value:.2f}x | {goal} |")
     lines += ["", "## Other targets", "", *_other_targets(results)]
     lines += ["", "## Service cache counters after the run", ""]
-    lines.append(
-        f"```\n{results.cache_metrics}\n```"
-        if results.cache_metrics
-        else "The service exposed no `cache_requests_total`: no cache in this build, so "
-        '"svc get hit" measured the uncached path.'
-    )
+    for server, text in results.cache_metrics.items():
+        lines.append(
+            f"{server}:\n\n```\n{text}\n```\n"
+            if text
+            else f"{server}: no `cache_requests_total` exposed.\n"
+        )
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from building_blocks.fastapi.consistency import (
 )
 from building_blocks.fastapi.dependencies import from_state
 from building_blocks.fastapi.health import health_router
-from building_blocks.fastapi.lifespan import Resource, lifespan_of
+from building_blocks.fastapi.lifespan import FrozenHeap, Resource, lifespan_of
 from building_blocks.fastapi.limits import BodySizeLimit
 from building_blocks.fastapi.problems import (
     PROBLEM_JSON,
@@ -30,6 +30,7 @@ __all__ = [
     "BodySizeLimit",
     "CacheHeaderMiddleware",
     "ConsistencyMiddleware",
+    "FrozenHeap",
     "Resource",
     "Startup",
     "StartupStep",
