@@ -164,7 +164,9 @@ def _prepare(
     service = next((s for n, s in servers.items() if n.startswith("service")), None)
     if service is not None:
         files["pages"].write_text("\n".join(_list_pages(service.url)) + "\n")
-    for name in ("service", "service-notel", "redis-aside"):
+    # The cached service variants share Redis, namespace and schema version, hence keys:
+    # warming one warms them all.
+    for name in ("service", "redis-aside"):
         if name in servers:
             log(f"warming the cache of {name} ({len(id_paths)} ids)")
             asyncio.run(_get_all(servers[name].url, id_paths))

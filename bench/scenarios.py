@@ -38,13 +38,18 @@ def server_specs(stack: Stack) -> list[ServerSpec]:
     cached = {**service, "CACHE_TTL_SECONDS": "3600", "CACHE_TIMEOUT_SECONDS": "0.5"}
     uncached = {**service, "CACHE_TTL_SECONDS": "0"}
     off = {"TELEMETRY_ENABLED": "false"}
+    # Telemetry on, but 1 trace in 10 recorded (a common production setting): shows how
+    # much of telemetry's cost is the recording of spans.
+    sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     baseline = {"BENCH_PG_DSN": stack.replica_dsn, "BENCH_REDIS_URL": stack.redis_url}
     factory = "app.main:create_app"
     return [
         ServerSpec("service", factory, cached),
         ServerSpec("service-notel", factory, {**cached, **off}),
+        ServerSpec("service-sampled", factory, {**cached, **sampled}),
         ServerSpec("service-nocache", factory, uncached),
         ServerSpec("service-nocache-notel", factory, {**uncached, **off}),
+        ServerSpec("service-nocache-sampled", factory, {**uncached, **sampled}),
         ServerSpec("bare", "bench.baselines.bare:create_app", baseline),
         ServerSpec("asyncpg", "bench.baselines.pg:create_app", baseline),
         ServerSpec("redis-aside", "bench.baselines.redis_aside:create_app", baseline),
@@ -60,6 +65,14 @@ def scenarios(*, quick: bool) -> list[Scenario]:
         Scenario(
             "svc get hit notel", "service-notel", "paths.lua", "ids", 64, "same, telemetry off"
         ),
+        Scenario(
+            "svc get hit sampled",
+            "service-sampled",
+            "paths.lua",
+            "ids",
+            64,
+            "same, 10% of traces recorded",
+        ),
         Scenario("svc get miss", "service-nocache", "paths.lua", "ids", 64, "cache off: replica"),
         Scenario(
             "svc get miss notel",
@@ -68,6 +81,14 @@ def scenarios(*, quick: bool) -> list[Scenario]:
             "ids",
             64,
             "same, telemetry off",
+        ),
+        Scenario(
+            "svc get miss sampled",
+            "service-nocache-sampled",
+            "paths.lua",
+            "ids",
+            64,
+            "same, 10% of traces recorded",
         ),
         Scenario("svc list page", "service-nocache", "paths.lua", "pages", 64, "limit=50"),
         Scenario("svc create", "service-nocache", "create.lua", None, 64, "POST, primary"),
@@ -88,6 +109,13 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
     ("uncached get / raw asyncpg baseline", "svc get miss", "asyncpg get", 0.8),
     ("telemetry on / off (cached get)", "svc get hit", "svc get hit notel", 0.9),
     ("telemetry on / off (uncached get)", "svc get miss", "svc get miss notel", 0.9),
+    ("telemetry 10% sampled / off (cached get)", "svc get hit sampled", "svc get hit notel", None),
+    (
+        "telemetry 10% sampled / off (uncached get)",
+        "svc get miss sampled",
+        "svc get miss notel",
+        None,
+    ),
     ("cached get / bare FastAPI", "svc get hit", "bare get", 0.7),
     ("uncached get / bare FastAPI", "svc get miss", "bare get", None),
 ]

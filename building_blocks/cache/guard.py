@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 
-from building_blocks.cache.backend import CacheBackend, Lookup
+from building_blocks.cache.backend import CacheBackend, CacheBusyError, Lookup
 from building_blocks.cache.breaker import BreakerState, CircuitBreaker
 from building_blocks.cache.config import CacheConfig
 from building_blocks.telemetry.metrics import Metrics
@@ -79,6 +79,15 @@ class GuardedBackend:
         started = time.perf_counter()
         try:
             found = await self.backend.get(key, field, tags)
+        except CacheBusyError as exc:
+            # Saturated here, not a failing backend: answer from the database this once
+            # without counting it towards opening the breaker (that would send every
+            # request to the database, the worst answer to an overload).
+            span = self._get_span(started_ns)
+            if span.is_recording():
+                span.set_attribute("error.type", type(exc).__qualname__)
+            span.end()
+            return ERROR
         except Exception as exc:
             self._failed(exc, self._get_span(started_ns))
             return ERROR
