@@ -46,6 +46,25 @@ def machine_lines() -> list[str]:
     ]
 
 
+#: Per request of the service on a warm connection; not measured by this run.
+ROUND_TRIPS = [
+    "## Round trips per request (service)",
+    "",
+    "| request | Redis | PostgreSQL | how we know |",
+    "|---|---|---|---|",
+    "| get by id, cache hit | 1 (`HMGET`) | 0 | by construction (`RedisCacheBackend._hmget`) "
+    "and the hit counter |",
+    "| get by id, cache off | 0 | 1 (`SELECT`, autocommit, replica) "
+    "| tests/integration/test_direct_reads.py (asyncpg query logger) |",
+    "| get by id, cache miss | 3 (`HMGET`, lease, fill) | 1 | docs/cache.md |",
+    "| list page, cache off | 0 | 1 | same read path as get by id |",
+    "| create | 1 (invalidation, after the commit) | 3 (`BEGIN`, `INSERT`, `COMMIT`) "
+    "| docs/performance.md |",
+    "",
+    "A PostgreSQL connection idle for more than 1 s is pinged first (+3 round trips).",
+]
+
+
 def _row(results: Results, name: str) -> str:
     runs = results.runs[name]
     rps = [r.rps for r in runs]
@@ -105,6 +124,9 @@ def render(results: Results, command: str) -> str:
         "",
         *machine_lines(),
         *(f"- note: {n}" for n in results.notes),
+        "- note: the machine is shared (other engineers run test suites on the same 2 "
+        "cores), so absolute numbers move between runs; only ratios within one run mean "
+        "anything, and the min-max spread shows how much a scenario moved between rounds",
         "",
         "| scenario | conns | req/s (median) | req/s (min to max) | p50 ms | p99 ms | non-2xx "
         "| socket errors | peak RSS MB (server) | what |",
@@ -130,6 +152,7 @@ def render(results: Results, command: str) -> str:
             )
             lines.append(f"| {label} | {value:.2f}x | {goal} |")
     lines += ["", "## Other targets", "", *_other_targets(results)]
+    lines += ["", *ROUND_TRIPS]
     lines += ["", "## Service cache counters after the run", ""]
     for server, text in results.cache_metrics.items():
         lines.append(
