@@ -25,6 +25,7 @@ from building_blocks.fastapi import (
     CacheHeaderMiddleware,
     ConsistencyMiddleware,
     ControlCharacterPaths,
+    FrozenHeap,
     Startup,
     StartupStep,
     health_router,
@@ -50,7 +51,7 @@ def create_app(
     database: DatabaseSession | None = None,
     users_uow: UnitOfWorkFactory[UserRepository] | None = None,
     cache: Cache | None = None,
-    telemetry: bool = True,
+    telemetry: bool | None = None,
     migrate: bool = False,
     on_fatal: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
@@ -60,8 +61,11 @@ def create_app(
     Start-up runs in the background (`Startup`): wait for the primary, then apply the
     migrations when ``migrate``; API routes answer 503 until it is done. ``on_fatal`` is
     called when start-up fails for good (``python -m app`` stops the server then).
-    ``telemetry=False`` leaves out spans, metrics and access logs (benchmarks compare)."""
+    ``telemetry=False`` leaves out spans, metrics and access logs (benchmarks compare);
+    by default ``TELEMETRY_ENABLED`` decides."""
     settings = settings or Settings.from_env()
+    if telemetry is None:
+        telemetry = settings.telemetry_enabled
     configure_logging(settings.log_level, settings.log_format)
     # Instruments on a registry of this app (tests build many apps in one process).
     metrics = Metrics(CollectorRegistry())
@@ -86,7 +90,7 @@ def create_app(
     tracing = Tracing(settings.tracing())
     resources = (
         (tracing, session, db_telemetry, cache, startup) if telemetry else (session, cache, startup)
-    )
+    ) + (FrozenHeap(),)
 
     app = FastAPI(
         title="Users service",

@@ -46,6 +46,25 @@ def machine_lines() -> list[str]:
     ]
 
 
+#: Per request of the service on a warm connection; not measured by this run.
+ROUND_TRIPS = [
+    "## Round trips per request (service)",
+    "",
+    "| request | Redis | PostgreSQL | how we know |",
+    "|---|---|---|---|",
+    "| get by id, cache hit | 1 (`HMGET`) | 0 | by construction (`RedisCacheBackend._hmget`) "
+    "and the hit counter |",
+    "| get by id, cache off | 0 | 1 (`SELECT`, autocommit, replica) "
+    "| tests/integration/test_direct_reads.py (asyncpg query logger) |",
+    "| get by id, cache miss | 3 (`HMGET`, lease, fill) | 1 | docs/cache.md |",
+    "| list page, cache off | 0 | 1 | same read path as get by id |",
+    "| create | 1 (invalidation, after the commit) | 3 (`BEGIN`, `INSERT`, `COMMIT`) "
+    "| docs/performance.md |",
+    "",
+    "A PostgreSQL connection idle for more than 1 s is pinged first (+3 round trips).",
+]
+
+
 def _row(results: Results, name: str) -> str:
     runs = results.runs[name]
     rps = [r.rps for r in runs]
@@ -78,6 +97,12 @@ def _other_targets(results: Results) -> list[str]:
                 f"- {name}: {failed} failed requests over all rounds (target 0), "
                 f"p99 {p99:.0f} ms (bounded by the 10 s pool timeout)"
             )
+            for metric, (count, total) in results.waits.get(name, {}).items():
+                mean = f", mean {total / count * 1000:.2f} ms" if count else ""
+                out.append(
+                    f"  - `{metric}` during its measured runs: count {count:,.0f}, "
+                    f"sum {total:.2f} s{mean}"
+                )
     if results.telemetry_seen is False:
         out.append(
             "- telemetry on vs off: not measurable on this build (the service exports no "
@@ -99,6 +124,9 @@ def render(results: Results, command: str) -> str:
         "",
         *machine_lines(),
         *(f"- note: {n}" for n in results.notes),
+        "- note: the machine is shared (other engineers run test suites on the same 2 "
+        "cores), so absolute numbers move between runs; only ratios within one run mean "
+        "anything, and the min-max spread shows how much a scenario moved between rounds",
         "",
         "| scenario | conns | req/s (median) | req/s (min to max) | p50 ms | p99 ms | non-2xx "
         "| socket errors | peak RSS MB (server) | what |",
@@ -124,11 +152,12 @@ def render(results: Results, command: str) -> str:
             )
             lines.append(f"| {label} | {value:.2f}x | {goal} |")
     lines += ["", "## Other targets", "", *_other_targets(results)]
+    lines += ["", *ROUND_TRIPS]
     lines += ["", "## Service cache counters after the run", ""]
-    lines.append(
-        f"```\n{results.cache_metrics}\n```"
-        if results.cache_metrics
-        else "The service exposed no `cache_requests_total`: no cache in this build, so "
-        '"svc get hit" measured the uncached path.'
-    )
+    for server, text in results.cache_metrics.items():
+        lines.append(
+            f"{server}:\n\n```\n{text}\n```\n"
+            if text
+            else f"{server}: no `cache_requests_total` exposed.\n"
+        )
     return "\n".join(lines) + "\n"

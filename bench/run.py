@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scenarios import Scenario, scenarios, server_specs
 from bench.servers import Server
@@ -41,8 +42,10 @@ class Results:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     scenarios: list[Scenario] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    cache_metrics: str = ""
+    cache_metrics: dict[str, str] = field(default_factory=dict)  # server -> counter lines
     telemetry_seen: bool | None = None  # did the service export HTTP metrics?
+    # scenario -> metric -> (count, sum) added during its measured runs (256 connections)
+    waits: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def median(self, name: str, pick: Callable[[WrkResult], float]) -> float:
         return statistics.median(pick(r) for r in self.runs[name])
@@ -125,27 +128,13 @@ def _measure(
             servers[spec.name] = Server(spec, work, cpu=server_cpu)
         for server in servers.values():
             server.wait_ready()
-        id_paths = [f"{API}{i}" for i in stack.user_ids]
-        files = {"ids": work / "ids.txt", "pages": work / "pages.txt"}
-        files["ids"].write_text("\n".join(id_paths) + "\n")
-        any_service = (
-            next(s for n, s in servers.items() if n.startswith("service"))
-            if any(n.startswith("service") for n in servers)
-            else None
-        )
-        if any_service is not None:
-            files["pages"].write_text("\n".join(_list_pages(any_service.url)) + "\n")
-        for name in ("service", "redis-aside"):
-            if name in servers:
-                log(f"warming the cache of {name} ({len(id_paths)} ids)")
-                asyncio.run(_get_all(servers[name].url, id_paths))
+        files = _prepare(stack, work, servers, log)
         for round_no in range(options.rounds):
             # Rotate the order each round so slow drift (other load, table growth) does
             # not always favour the same scenario.
             shift = round_no % len(chosen)
             for scenario in chosen[shift:] + chosen[:shift]:
-                result = _one(scenario, servers[scenario.server], files, options)
-                results.runs.setdefault(scenario.name, []).append(result)
+                result = _run_scenario(scenario, servers[scenario.server], files, options, results)
                 log(
                     f"round {round_no + 1}/{options.rounds} {scenario.name:22} "
                     f"{result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
@@ -153,8 +142,9 @@ def _measure(
                 )
         for name, server in servers.items():
             results.peak_rss_mb[name] = server.peak_rss_mb()
-        if "service" in servers:
-            results.cache_metrics = _cache_lines(servers["service"].url)
+        for name in ("service", "service-nocache"):
+            if name in servers:
+                results.cache_metrics[name] = _cache_lines(servers[name].url)
         if "service-nocache" in servers:
             results.telemetry_seen = "http_server_request_duration_seconds" in _metrics(
                 servers["service-nocache"].url
@@ -164,7 +154,54 @@ def _measure(
             server.stop()
 
 
-def _one(scenario: Scenario, server: Server, files: dict[str, Path], options: Options) -> WrkResult:
+def _prepare(
+    stack: Stack, work: Path, servers: dict[str, Server], log: Callable[[str], None]
+) -> dict[str, Path]:
+    """Write the files of paths wrk picks from, and warm the caches."""
+    id_paths = [f"{API}{i}" for i in stack.user_ids]
+    files = {"ids": work / "ids.txt", "pages": work / "pages.txt"}
+    files["ids"].write_text("\n".join(id_paths) + "\n")
+    service = next((s for n, s in servers.items() if n.startswith("service")), None)
+    if service is not None:
+        files["pages"].write_text("\n".join(_list_pages(service.url)) + "\n")
+    # The cached service variants share Redis, namespace and schema version, hence keys:
+    # warming one warms them all.
+    for name in ("service", "redis-aside"):
+        if name in servers:
+            log(f"warming the cache of {name} ({len(id_paths)} ids)")
+            asyncio.run(_get_all(servers[name].url, id_paths))
+    return files
+
+
+def _run_scenario(
+    scenario: Scenario,
+    server: Server,
+    files: dict[str, Path],
+    options: Options,
+    results: Results,
+) -> WrkResult:
+    """One measured run, recorded; at 256 connections also what the service waited."""
+    watch = scenario.connections >= 256 and scenario.server.startswith("service")
+    before: dict[str, tuple[float, float]] = {}
+
+    def measuring() -> None:
+        before.update(_wait_totals(server.url))
+
+    result = _one(scenario, server, files, options, measuring if watch else None)
+    if watch:
+        _add_waits(results.waits.setdefault(scenario.name, {}), before, server.url)
+    results.runs.setdefault(scenario.name, []).append(result)
+    return result
+
+
+def _one(
+    scenario: Scenario,
+    server: Server,
+    files: dict[str, Path],
+    options: Options,
+    measuring: Callable[[], None] | None = None,
+) -> WrkResult:
+    """Warm up, then one measured wrk run (``measuring`` is called just before it)."""
     env = {"WRK_RUN": uuid.uuid4().hex[:10]}
     if scenario.paths is not None:
         env["WRK_PATHS"] = str(files[scenario.paths])
@@ -177,6 +214,8 @@ def _one(scenario: Scenario, server: Server, files: dict[str, Path], options: Op
             env={**env, "WRK_RUN": env["WRK_RUN"] + "w"},
         )
     time.sleep(0.5)  # let the previous run's connections close before measuring
+    if measuring is not None:
+        measuring()
     return run_wrk(
         server.url,
         scenario.script,
@@ -192,6 +231,34 @@ def _metrics(base_url: str) -> str:
     except httpx.HTTPError:
         return ""
     return response.text if response.status_code == 200 else ""
+
+
+#: Histograms whose count/sum show waiting for a connection (database pool, Redis calls).
+WAIT_METRICS = ("db_client_connection_wait_time_seconds", "cache_operation_duration_seconds")
+
+
+def _wait_totals(base_url: str) -> dict[str, tuple[float, float]]:
+    """``{metric: (count, sum)}`` over all label sets, from the service's /metrics."""
+    totals: dict[str, list[float]] = {m: [0.0, 0.0] for m in WAIT_METRICS}
+    for family in text_string_to_metric_families(_metrics(base_url)):
+        if family.name not in totals:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                totals[family.name][0] += sample.value
+            elif sample.name.endswith("_sum"):
+                totals[family.name][1] += sample.value
+    return {m: (c, s) for m, (c, s) in totals.items()}
+
+
+def _add_waits(
+    into: dict[str, tuple[float, float]], before: dict[str, tuple[float, float]], url: str
+) -> None:
+    after = _wait_totals(url)
+    for metric, (count, total) in after.items():
+        count0, total0 = before.get(metric, (0.0, 0.0))
+        prev_count, prev_total = into.get(metric, (0.0, 0.0))
+        into[metric] = (prev_count + count - count0, prev_total + total - total0)
 
 
 def _cache_lines(base_url: str) -> str:

@@ -9,7 +9,7 @@ the embedded default). Invalidation is bound to the unit of work
 backend out of the request path. Design and metrics: ``docs/cache.md``.
 """
 
-from building_blocks.cache.backend import CacheBackend, Lookup
+from building_blocks.cache.backend import CacheBackend, CacheBusyError, Lookup
 from building_blocks.cache.breaker import BreakerState, CircuitBreaker
 from building_blocks.cache.cache import Cache, CacheStatus, CommitHooks
 from building_blocks.cache.codec import Codec, JsonCodec
@@ -24,6 +24,7 @@ __all__ = [
     "BreakerState",
     "Cache",
     "CacheBackend",
+    "CacheBusyError",
     "CacheConfig",
     "CacheStatus",
     "CachedFunction",

@@ -25,7 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["CacheBackend", "Lookup"]
+__all__ = ["CacheBackend", "CacheBusyError", "Lookup"]
+
+
+class CacheBusyError(TimeoutError):
+    """No connection to the backend came free in time: this process is saturated (more
+    concurrent lookups than connections), the backend itself is not at fault. The
+    lookup answers from the database, but the circuit breaker does not count it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from building_blocks.cache.config import CacheConfig
 from building_blocks.cache.context import record_result
 from building_blocks.cache.flights import Flight, Flights
 from building_blocks.cache.guard import GuardedBackend
+from building_blocks.telemetry.context import note_cache
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["Cache", "CacheStatus", "CommitHooks"]
@@ -267,6 +268,7 @@ class Cache:
 
     def _count(self, result: str) -> None:
         record_result(result)
+        note_cache(result)  # the request's access-log line
         counter = self._results.get(result)
         if counter is not None:
             counter.inc()

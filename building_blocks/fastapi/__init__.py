@@ -13,7 +13,7 @@ from building_blocks.fastapi.consistency import (
 )
 from building_blocks.fastapi.dependencies import from_state
 from building_blocks.fastapi.health import health_router
-from building_blocks.fastapi.lifespan import Resource, lifespan_of
+from building_blocks.fastapi.lifespan import FrozenHeap, Resource, lifespan_of
 from building_blocks.fastapi.limits import BodySizeLimit
 from building_blocks.fastapi.paths import ControlCharacterPaths
 from building_blocks.fastapi.problems import (
@@ -32,6 +32,7 @@ __all__ = [
     "CacheHeaderMiddleware",
     "ConsistencyMiddleware",
     "ControlCharacterPaths",
+    "FrozenHeap",
     "Resource",
     "Startup",
     "StartupStep",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Protocol
 
 from fastapi import FastAPI
 
-__all__ = ["Resource", "lifespan_of"]
+__all__ = ["FrozenHeap", "Resource", "lifespan_of"]
 
 
 class Resource(Protocol):
@@ -33,3 +34,20 @@ def lifespan_of(*resources: Resource) -> Callable[[FastAPI], AbstractAsyncContex
             yield
 
     return lifespan
+
+
+class FrozenHeap:
+    """A resource that moves every object alive at start-up out of the garbage collector's
+    reach (`gc.freeze`), and back at close.
+
+    The app's start-up objects (routes, models, SQLAlchemy and pydantic schemas: ~140,000
+    here) never die, yet each full collection traverses them all; under load full
+    collections ran every ~1,600 requests, ~8% of the CPU of a cached get (measured with
+    telemetry on, which allocates more per request). Start it last."""
+
+    async def start(self) -> None:
+        gc.collect()
+        gc.freeze()
+
+    async def close(self) -> None:
+        gc.unfreeze()

@@ -90,8 +90,11 @@ class Startup:
         self._done.set()
         log.info("service ready after %.2fs", time.monotonic() - started)
 
-    def require_ready(self) -> None:
-        """A FastAPI dependency: `UnavailableError` (503 + Retry-After) until ready."""
+    async def require_ready(self) -> None:
+        """A FastAPI dependency: `UnavailableError` (503 + Retry-After) until ready.
+
+        ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in
+        its thread pool, a thread hop on every API request."""
         if self.state != "ready":
             what = f"failed: {self.error}" if self.state == "failed" else "starting"
             raise UnavailableError(f"the service is {what}", retry_after=1)

@@ -177,3 +177,31 @@ async def test_many_more_concurrent_reads_than_connections_wait_instead_of_faili
     finally:
         await plain.aclose()
     assert any(isinstance(o, redis.exceptions.ConnectionError) for o in outcomes)
+
+
+async def test_lookups_queued_for_a_busy_pool_fall_back_without_opening_the_breaker(
+    redis_server: RedisServer,
+) -> None:
+    """More concurrent lookups than connections is this process's overload, not a failing
+    Redis: past the pool wait bound they fall back, and the breaker does not open."""
+    backend = RedisCacheBackend(redis_server.url, timeout=1.0, max_connections=1, pool_timeout=0.05)
+    await backend.start()
+    try:
+        cache = make_cache(backend, fresh_namespace(), failure_threshold=2)
+        pool = backend.client.connection_pool
+        held = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            loader = Loader(7)
+            with collect_results() as results:
+                for _ in range(3):
+                    assert await cache.get_or_load("k", loader, codec=CODEC) == {"v": 7}
+            assert results == ["error", "error", "error"]
+            assert loader.calls == 3
+            assert cache.guard.breaker.state.value == "closed"
+        finally:
+            await pool.release(held)
+        with collect_results() as results:
+            await cache.get_or_load("k", loader, codec=CODEC)
+        assert results == ["miss"]  # the pool is free again: Redis is used at once
+    finally:
+        await backend.close()

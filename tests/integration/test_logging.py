@@ -49,7 +49,7 @@ async def test_each_request_writes_one_json_access_line_with_route_pool_and_trac
     ]
     get = access[1]
     assert get["pool"] == "primary"
-    assert get["cache"] is None
+    assert get["cache"] == "miss"  # the in-process cache, empty for this user
     assert get["duration_ms"] > 0
     server = next(s for s in spans.spans() if s.name == "GET /api/v1/users/{user_id}")
     assert get["trace_id"] == format(server.context.trace_id, "032x")
