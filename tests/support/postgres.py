@@ -19,8 +19,7 @@ import shutil
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from tests.support.errors import ServerCommandError, ServerError
@@ -36,7 +35,15 @@ from tests.support.postgres_files import (
     settings_text,
     write_owned,
 )
-from tests.support.process import pid_alive, run, signal_tree, track, untrack, wait_until
+from tests.support.process import (
+    DestroyOnExit,
+    pid_alive,
+    run,
+    signal_tree,
+    track,
+    untrack,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from tests.support.postgres_replica import PostgresReplica
@@ -50,7 +57,7 @@ StopMode = Literal["smart", "fast", "immediate"]
 _PORT_ATTEMPTS = 3
 
 
-class PostgresServer:
+class PostgresServer(DestroyOnExit):
     """One private PostgreSQL instance; a primary unless it is a PostgresReplica."""
 
     host = "127.0.0.1"
@@ -232,17 +239,6 @@ class PostgresServer:
             if pid_alive(pid):
                 signal_tree(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.host}:{self.port} {self.root}>"

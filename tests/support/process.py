@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from tests.support.errors import ServerCommandError, ServerTimeoutError, ServiceUnavailable
 
 __all__ = [
+    "DestroyOnExit",
     "clean_env",
     "pid_alive",
     "process_tree",
@@ -176,6 +178,24 @@ def signal_tree(root_pid: int, sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
             os.kill(pid, sig)
+
+
+class DestroyOnExit:
+    """``with server:`` destroys the server on exit, whatever happened inside."""
+
+    def destroy(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.destroy()
 
 
 class Disposable(Protocol):

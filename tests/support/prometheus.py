@@ -18,19 +18,25 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 from tests.support.errors import ServerError
 from tests.support.ports import free_port
-from tests.support.process import clean_env, require_binary, track, untrack, wait_until
+from tests.support.process import (
+    DestroyOnExit,
+    clean_env,
+    require_binary,
+    track,
+    untrack,
+    wait_until,
+)
 
 __all__ = ["PrometheusServer"]
 
 _APT_PACKAGE = "prometheus"
 
 
-class PrometheusServer:
+class PrometheusServer(DestroyOnExit):
     """One ``prometheus`` child process on 127.0.0.1 with its own storage folder."""
 
     host = "127.0.0.1"
@@ -153,17 +159,6 @@ class PrometheusServer:
             self._log.close()
             self._log = None
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         return f"<PrometheusServer {self.base_url} {self.root}>"

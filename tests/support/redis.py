@@ -18,13 +18,20 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 from urllib.parse import quote
 
 from tests.support.errors import ServerError
 from tests.support.ports import free_port
-from tests.support.process import clean_env, require_binary, run, track, untrack, wait_until
+from tests.support.process import (
+    DestroyOnExit,
+    clean_env,
+    require_binary,
+    run,
+    track,
+    untrack,
+    wait_until,
+)
 
 __all__ = ["RedisServer"]
 
@@ -32,7 +39,7 @@ _APT_PACKAGE = "redis-server"
 _PORT_ATTEMPTS = 3
 
 
-class RedisServer:
+class RedisServer(DestroyOnExit):
     """One redis-server child process on 127.0.0.1, optionally with a password."""
 
     host = "127.0.0.1"
@@ -188,17 +195,6 @@ class RedisServer:
         untrack(self)
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.host}:{self.port} {self.root}>"
