@@ -102,10 +102,9 @@ def test_the_load_reached_every_path_the_dashboards_show(stack: LiveStack) -> No
     assert value(p, 'db_connect_attempts_total{outcome="retry"}') >= 1
     assert value(p, 'db_connect_attempts_total{outcome="success"}') >= 1
     assert value(p, "max(max_over_time(db_client_connection_pending_requests[5m]))") > 0
+    # No API request failed. (/health/ready may have answered 503 while the primary was
+    # down at start-up, as it should; whether a probe landed in that window is timing.)
     assert value(p, f'{HTTP_COUNT}{{http_route=~"/api/.*", http_response_status_code=~"5.."}}') == 0
-    # /health/ready answered 503 while the primary was down: that one is meant to.
-    ready_503 = f'{HTTP_COUNT}{{http_route="/health/ready", http_response_status_code="503"}}'
-    assert value(p, ready_503) > 0
 
 
 def _table(rows: list[tuple[PanelQuery, list[dict[str, Any]]]]) -> str:
