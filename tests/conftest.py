@@ -19,7 +19,7 @@ from tests.support import (
     ServiceUnavailable,
     mariadb_temp_database,
 )
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import skip_or_fail, started
 from tests.support.telemetry import SpanCapture, install_span_capture
 
 
@@ -45,10 +45,7 @@ def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_primary(servers_dir: Path) -> Iterator[PostgresServer]:
     """A private PostgreSQL primary for the whole run (tests must not stop it)."""
-    try:
-        server = PostgresServer.start_primary(servers_dir)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: PostgresServer.start_primary(servers_dir))
     with server:
         yield server
 
@@ -62,10 +59,7 @@ def pg_replica(pg_primary: PostgresServer, servers_dir: Path) -> Iterator[Postgr
 
 @pytest.fixture(scope="session")
 def redis_server(servers_dir: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer.start_new(servers_dir)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: RedisServer.start_new(servers_dir))
     with server:
         yield server
 

@@ -17,9 +17,9 @@ import pytest
 from app.main import create_app
 from app.migrations import upgrade, upgrade_sync
 from app.settings import Settings
-from tests.support import PostgresReplica, PostgresServer, RedisServer, ServiceUnavailable
+from tests.support import PostgresReplica, PostgresServer, RedisServer
 from tests.support.asgi import serving
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import started
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
@@ -76,10 +76,7 @@ def pg_pair(
 ) -> Iterator[tuple[PostgresServer, PostgresReplica]]:
     """A private scram-protected primary + hot standby, migrated, for one module."""
     base = tmp_path_factory.mktemp("pair")
-    try:
-        primary = PostgresServer.start_primary(base, auth="scram", password=PASSWORD)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    primary = started(lambda: PostgresServer.start_primary(base, auth="scram", password=PASSWORD))
     with primary, PostgresServer.start_replica(primary, base) as replica:
         upgrade_sync(primary.url())
         replica.wait_replay_caught_up()
@@ -112,10 +109,7 @@ def user_body(n: int | str) -> dict[str, object]:
 @pytest.fixture
 def private_redis(servers_dir: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which it may kill, pause or restart."""
-    try:
-        server = RedisServer.start_new(servers_dir)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: RedisServer.start_new(servers_dir))
     with server:
         yield server
 

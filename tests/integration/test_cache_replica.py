@@ -19,9 +19,9 @@ from building_blocks.db import SQLAlchemySession
 from building_blocks.db.routing import Route
 from building_blocks.db.session import PRIMARY
 from tests.integration.cache_app import RunningApp, cache_settings, new_user, running_app
-from tests.support import PostgresReplica, PostgresServer, RedisServer, ServiceUnavailable
+from tests.support import PostgresReplica, PostgresServer, RedisServer
 from tests.support.aio import poll_until
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import started
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -42,10 +42,7 @@ class ReadsOnReplica(SQLAlchemySession):
 @pytest.fixture(scope="module")
 def cluster(servers_dir: Path) -> Iterator[tuple[PostgresServer, PostgresReplica]]:
     """A private primary and replica: this module pauses the replica's replay."""
-    try:
-        primary = PostgresServer.start_primary(servers_dir)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    primary = started(lambda: PostgresServer.start_primary(servers_dir))
     with primary, PostgresServer.start_replica(primary, servers_dir) as replica:
         primary.create_database("cache")
         upgrade_sync(primary.url(database="cache"))

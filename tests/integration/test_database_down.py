@@ -14,9 +14,9 @@ import pytest
 from app.main import create_app
 from app.migrations import upgrade
 from tests.integration.conftest import settings_for
-from tests.support import PostgresServer, ServiceUnavailable
+from tests.support import PostgresServer
 from tests.support.asgi import serving
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import started
 
 USERS = "/api/v1/users/"
 
@@ -24,10 +24,7 @@ USERS = "/api/v1/users/"
 @pytest.fixture
 def private_pg(servers_dir: Path) -> Iterator[PostgresServer]:
     """A primary of this test's own: the tests stop it."""
-    try:
-        server = PostgresServer.start_primary(servers_dir)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: PostgresServer.start_primary(servers_dir))
     with server:
         yield server
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from tests.integration.conftest import PASSWORD, eventually
-from tests.support import PostgresReplica, PostgresServer, RedisServer, ServiceUnavailable
+from tests.support import PostgresReplica, PostgresServer, RedisServer
 from tests.support.app_process import AppProcess
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import started
 
 pytestmark = pytest.mark.postgres
 
@@ -41,10 +41,9 @@ class Topology:
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
     """A primary, its streaming replica and a password-protected Redis of this test's own."""
-    try:
-        primary = PostgresServer.start_primary(tmp_path / "pg", auth="scram", password=PASSWORD)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    primary = started(
+        lambda: PostgresServer.start_primary(tmp_path / "pg", auth="scram", password=PASSWORD)
+    )
     with (
         primary,
         PostgresServer.start_replica(primary, tmp_path / "pg") as replica,

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from tests.integration.conftest import user_body
-from tests.support import PostgresReplica, PostgresServer, RedisServer, ServiceUnavailable
+from tests.support import PostgresReplica, PostgresServer, RedisServer
 from tests.support.app_process import AppProcess
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import started
 
 pytestmark = pytest.mark.postgres
 
@@ -38,10 +38,9 @@ def servers(
 ) -> Iterator[tuple[PostgresServer, PostgresReplica, RedisServer]]:
     """Password-protected primary, replica and Redis of this module's own (it kills them)."""
     base = tmp_path_factory.mktemp("secrets")
-    try:
-        primary = PostgresServer.start_primary(base, auth="scram", password=DB_PASSWORD)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    primary = started(
+        lambda: PostgresServer.start_primary(base, auth="scram", password=DB_PASSWORD)
+    )
     with (
         primary,
         PostgresServer.start_replica(primary, base) as replica,

@@ -29,9 +29,9 @@ import pytest
 from tests.stack.dashboards import PanelQuery, panel_queries
 from tests.stack.live_load import force_primary_read, run_locust
 from tests.stack.live_stack import LiveStack, app_metric, http_get, live_stack
-from tests.support import ServiceUnavailable, wait_until
+from tests.support import wait_until
 from tests.support.prometheus import PrometheusServer
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import started
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.postgres, pytest.mark.redis]
 
@@ -63,10 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     """The running stack, after the load: every server stopped and deleted at the end."""
     base = tmp_path_factory.mktemp("live-stack")
     with ExitStack() as cleanup:
-        try:
-            running = cleanup.enter_context(live_stack(base))
-        except ServiceUnavailable as exc:
-            skip_or_fail(exc)
+        running = started(lambda: cleanup.enter_context(live_stack(base)))
         for user_classes, users, seconds in LOAD_PHASES:
             run_locust(
                 running.app.base_url,

@@ -7,11 +7,16 @@ harness imports them).
 from __future__ import annotations
 
 import os
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import pytest
 
-__all__ = ["skip_or_fail"]
+from tests.support.errors import ServiceUnavailable
+
+T = TypeVar("T")
+
+__all__ = ["skip_or_fail", "started"]
 
 
 def skip_or_fail(exc: BaseException) -> NoReturn:
@@ -23,3 +28,11 @@ def skip_or_fail(exc: BaseException) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"required test service unavailable under CI=true: {exc}", pytrace=False)
     pytest.skip(str(exc))
+
+
+def started(start: Callable[[], T]) -> T:
+    """``start()`` (a server), with a missing service turned into `skip_or_fail`."""
+    try:
+        return start()
+    except ServiceUnavailable as exc:
+        skip_or_fail(exc)

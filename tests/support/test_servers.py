@@ -19,7 +19,7 @@ from tests.support.postgres import PostgresServer
 from tests.support.postgres_files import postgres_bin_dir
 from tests.support.postgres_replica import PostgresReplica
 from tests.support.process import require_binary, run
-from tests.support.pytest_helpers import skip_or_fail
+from tests.support.pytest_helpers import skip_or_fail, started
 from tests.support.redis import RedisServer
 
 # The first message of a PostgreSQL connection that asks for TLS; any live server
@@ -29,10 +29,7 @@ _SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 @pytest.fixture
 def primary(tmp_path: Path) -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer.start_primary(tmp_path)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: PostgresServer.start_primary(tmp_path))
     with server:
         yield server
 
@@ -45,10 +42,7 @@ def replica(primary: PostgresServer, tmp_path: Path) -> Iterator[PostgresReplica
 
 @pytest.fixture
 def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer.start_new(tmp_path)
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: RedisServer.start_new(tmp_path))
     with server:
         yield server
 
@@ -155,16 +149,15 @@ def test_sigstopped_primary_accepts_tcp_but_answers_only_after_sigcont(
 
 @pytest.mark.postgres
 def test_scram_primary_rejects_a_wrong_password_at_once(tmp_path: Path) -> None:
-    try:
-        server = PostgresServer.start_primary(tmp_path, auth="scram", password="right pw")
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(
+        lambda: PostgresServer.start_primary(tmp_path, auth="scram", password="right pw")
+    )
     with server:
-        started = time.monotonic()
+        began = time.monotonic()
         wrong = _psql_over_tcp(server.url(driver="postgresql", password="wrong"))
         assert wrong.returncode != 0
         assert "password authentication failed" in wrong.stderr
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - began < 2
         assert _psql_over_tcp(server.dsn).stdout.strip() == "1"
 
 
@@ -198,10 +191,7 @@ def test_paused_redis_stops_answering_until_resumed(fresh_redis: RedisServer) ->
 
 @pytest.mark.redis
 def test_redis_with_password_refuses_clients_without_it(tmp_path: Path) -> None:
-    try:
-        server = RedisServer.start_new(tmp_path, password="pw")
-    except ServiceUnavailable as exc:
-        skip_or_fail(exc)
+    server = started(lambda: RedisServer.start_new(tmp_path, password="pw"))
     with server:
         assert server.url == f"redis://:pw@127.0.0.1:{server.port}/0"
         assert server.cli("PING") == "PONG"
