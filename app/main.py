@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.migrations import upgrade
 from app.settings import Settings
 from app.users.repository import SqlUserRepository, UserRepository
-from app.users.router import router as users_router
+from app.users.router import users_router
 from app.users.service import CACHE_SCHEMA_VERSION, UserService
 from building_blocks.cache import Cache, InMemoryCacheBackend, RedisCacheBackend
 from building_blocks.db import (
@@ -26,6 +26,7 @@ from building_blocks.fastapi import (
     ConsistencyMiddleware,
     ControlCharacterPaths,
     FrozenHeap,
+    ReadinessGate,
     Startup,
     StartupStep,
     health_router,
@@ -108,13 +109,15 @@ def create_app(
     app.state.database = session
     app.state.startup = startup
     app.state.cache = cache
-    app.state.user_service = UserService(uow, cache=cache)
+    app.state.user_service = service = UserService(uow, cache=cache)
     install_problem_handlers(app)
+    # Added first: the innermost, so telemetry and the other middlewares see its 503s.
+    app.add_middleware(ReadinessGate, startup=startup, prefix="/api/")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ControlCharacterPaths)
     app.add_middleware(ConsistencyMiddleware)
     app.add_middleware(CacheHeaderMiddleware)
-    app.include_router(users_router, dependencies=[Depends(startup.require_ready)])
+    app.include_router(users_router(service))
     app.include_router(health_router(session, startup, caches=(cache,)))
     if telemetry:  # last: the outermost middleware, so it also sees 413s
         install_telemetry(app, metrics=metrics, exposition=exposition)

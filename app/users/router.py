@@ -1,4 +1,10 @@
-"""HTTP routes of ``/api/v1/users``. Thin: parse, call the service, shape the answer."""
+"""HTTP routes of ``/api/v1/users``. Thin: parse, call the service, shape the answer.
+
+`users_router(service)` closes over the service the composition root built: no
+dependency to resolve per request (each one costs FastAPI a recursive solve, ~5% of a
+cached get, profiled). Answers are rendered with `user_json`/`page_json` and returned as
+responses; ``response_model`` keeps the documented schema.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.users.domain import NewUser
-from app.users.schemas import UserCreate, UserOut, UserPage, UserUpdate
+from app.users.domain import NewUser, User
+from app.users.schemas import UserCreate, UserOut, UserPage, UserUpdate, page_json, user_json
 from app.users.service import UserService
 from building_blocks.errors import ConflictError, InvalidQueryError
-from building_blocks.fastapi import from_state
 
-__all__ = ["router"]
+__all__ = ["PREFIX", "users_router"]
 
-get_service = from_state("user_service", UserService)
-Service = Annotated[UserService, Depends(get_service)]
-
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+PREFIX = "/api/v1/users"
+_JSON = "application/json"
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -70,93 +73,95 @@ def if_match(request: Request) -> int | None:
 IfMatch = Annotated[int | None, Depends(if_match)]
 
 
-@router.post(
-    "/",
-    status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"description": "Replay of a create with the same id and data", "model": UserOut},
-        **_CONFLICT,
-        **_ERRORS,
-    },
-)
-async def create_user(
-    body: UserCreate, service: Service, request: Request, response: Response
-) -> UserOut:
-    user, created = await service.register(
-        NewUser(
-            id=body.id,
-            first_name=body.first_name,
-            last_name=body.last_name,
-            email=str(body.email),
-            username=body.username,
-            is_active=body.is_active,
-        )
+def _user_response(user: User, status_code: int = 200, location: str | None = None) -> Response:
+    headers = {"ETag": _etag(user.version)}
+    if location is not None:
+        headers["Location"] = location
+    return Response(user_json(user), status_code=status_code, headers=headers, media_type=_JSON)
+
+
+def users_router(service: UserService) -> APIRouter:
+    """The users API, serving from ``service``."""
+    router = APIRouter(prefix=PREFIX, tags=["users"])
+
+    @router.post(
+        "/",
+        status_code=status.HTTP_201_CREATED,
+        response_model=UserOut,
+        responses={
+            200: {"description": "Replay of a create with the same id and data", "model": UserOut},
+            **_CONFLICT,
+            **_ERRORS,
+        },
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = str(request.url_for("get_user", user_id=user.id))
-    response.headers["ETag"] = _etag(user.version)
-    return UserOut.of(user)
+    async def create_user(body: UserCreate, request: Request) -> Response:
+        user, created = await service.register(
+            NewUser(
+                id=body.id,
+                first_name=body.first_name,
+                last_name=body.last_name,
+                email=str(body.email),
+                username=body.username,
+                is_active=body.is_active,
+            )
+        )
+        return _user_response(
+            user,
+            status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            location=str(request.url_for("get_user", user_id=user.id)),
+        )
 
+    @router.get("/", response_model=UserPage, responses=_ERRORS)
+    async def list_users(
+        is_active: Annotated[
+            bool | None, Query(description="Only active (or inactive) users")
+        ] = None,
+        email: Annotated[
+            str | None,
+            # No control characters, as in bodies: PostgreSQL cannot even compare a NUL.
+            Query(
+                max_length=254,
+                pattern=r"^[^\x00-\x1f\x7f]*$",
+                description="The user with this email (any case)",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    ) -> Response:
+        if email is not None:
+            user = await service.get_by_email(email)
+            found = [user] if user is not None and is_active in (None, user.is_active) else []
+            return Response(page_json(found, None), media_type=_JSON)
+        page = await service.list(is_active=is_active, limit=limit, cursor=cursor)
+        return Response(page_json(page.items, page.next_cursor), media_type=_JSON)
 
-@router.get("/", responses=_ERRORS)
-async def list_users(
-    service: Service,
-    is_active: Annotated[bool | None, Query(description="Only active (or inactive) users")] = None,
-    email: Annotated[
-        str | None,
-        # No control characters, as in bodies: PostgreSQL cannot even compare a NUL.
-        Query(
-            max_length=254,
-            pattern=r"^[^\x00-\x1f\x7f]*$",
-            description="The user with this email (any case)",
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
-) -> UserPage:
-    if email is not None:
-        user = await service.get_by_email(email)
-        found = [user] if user is not None and is_active in (None, user.is_active) else []
-        return UserPage(items=[UserOut.of(u) for u in found], next_cursor=None)
-    page = await service.list(is_active=is_active, limit=limit, cursor=cursor)
-    return UserPage(items=[UserOut.of(u) for u in page.items], next_cursor=page.next_cursor)
+    @router.get("/{user_id}", response_model=UserOut, responses={**_NOT_FOUND, **_ERRORS})
+    async def get_user(user_id: UUID) -> Response:
+        return _user_response(await service.get(user_id))
 
+    @router.patch(
+        "/{user_id}",
+        response_model=UserOut,
+        responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
+        openapi_extra=_IF_MATCH_DOC,
+    )
+    async def update_user(user_id: UUID, body: UserUpdate, expected: IfMatch) -> Response:
+        if body.version is not None:
+            if expected is not None and expected != body.version:
+                raise ConflictError("If-Match and the body's version disagree")
+            expected = body.version
+        # A field that is absent or null is left as it is.
+        changes = body.model_dump(exclude_none=True, exclude={"version"})
+        return _user_response(await service.update(user_id, changes, expected_version=expected))
 
-@router.get("/{user_id}", responses={**_NOT_FOUND, **_ERRORS})
-async def get_user(user_id: UUID, service: Service, response: Response) -> UserOut:
-    user = await service.get(user_id)
-    response.headers["ETag"] = _etag(user.version)
-    return UserOut.of(user)
+    @router.delete(
+        "/{user_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
+        openapi_extra=_IF_MATCH_DOC,
+    )
+    async def delete_user(user_id: UUID, expected: IfMatch) -> Response:
+        await service.delete(user_id, expected_version=expected)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-
-@router.patch(
-    "/{user_id}", responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS}, openapi_extra=_IF_MATCH_DOC
-)
-async def update_user(
-    user_id: UUID,
-    body: UserUpdate,
-    service: Service,
-    response: Response,
-    expected: IfMatch,
-) -> UserOut:
-    if body.version is not None:
-        if expected is not None and expected != body.version:
-            raise ConflictError("If-Match and the body's version disagree")
-        expected = body.version
-    # A field that is absent or null is left as it is.
-    changes = body.model_dump(exclude_none=True, exclude={"version"})
-    user = await service.update(user_id, changes, expected_version=expected)
-    response.headers["ETag"] = _etag(user.version)
-    return UserOut.of(user)
-
-
-@router.delete(
-    "/{user_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
-    openapi_extra=_IF_MATCH_DOC,
-)
-async def delete_user(user_id: UUID, service: Service, expected: IfMatch) -> Response:
-    await service.delete(user_id, expected_version=expected)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return router

@@ -7,15 +7,17 @@ Layout, for an entry key ``K`` and a tag ``T`` (both already namespaced by the c
     T            set   entry keys of the tag
     T!fence      string token, while the tag is fenced
 
-A cache hit is one ``HMGET K <version> !fence``; leases, fills and invalidations are Lua
-scripts, so each is atomic and one round trip. The scripts touch keys derived from their
-arguments, which standalone Redis and Sentinel allow and Redis Cluster does not.
+A cache hit is one ``HMGET K <version> !fence``, sent on one connection shared by all
+lookups and auto-pipelined (`PipelinedRedis`; ``rediss://`` URLs use the pool); leases,
+fills and invalidations are Lua scripts, so each is atomic and one round trip. The
+scripts touch keys derived from their arguments, which standalone Redis and Sentinel
+allow and Redis Cluster does not.
 
-Connections come from a `BlockingConnectionPool`: at most ``max_connections``; a call
-waits for a free one instead of failing with "Too many connections". Every call (pool
-wait included) runs under one `Deadline` of ``timeout`` seconds and is not retried: the
-cache answers from the database instead, which is always correct, and its breaker stops
-calling a Redis that keeps failing.
+Everything else takes a connection from a `BlockingConnectionPool`: at most
+``max_connections``; a call waits for a free one instead of failing with "Too many
+connections". Every call (pool wait included) runs under one `Deadline` of ``timeout``
+seconds and is not retried: the cache answers from the database instead, which is always
+correct, and its breaker stops calling a Redis that keeps failing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from redis.backoff import NoBackoff
 
 from building_blocks.cache.backend import CacheBusyError, Lookup
 from building_blocks.cache.deadline import Deadline
+from building_blocks.cache.pipelined import PipelinedRedis, supports
 
 __all__ = ["RedisCacheBackend"]
 
@@ -124,9 +127,12 @@ class RedisCacheBackend:
         timeout: float = 0.1,
         max_connections: int = 64,
         pool_timeout: float | None = None,
+        pipeline_lookups: bool = True,
     ) -> None:
-        """``pool_timeout``: how long a lookup may wait for a free connection (default
-        ten times ``timeout``, at least 1 s); then it answers from the database."""
+        """``pool_timeout``: how long a lookup through the pool may wait for a free
+        connection (default ten times ``timeout``, at least 1 s); then it answers from the
+        database. ``pipeline_lookups``: untagged lookups on the shared auto-pipelined
+        connection (`PipelinedRedis`) when the URL allows it, else through the pool."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.pool_timeout = max(1.0, 10 * timeout) if pool_timeout is None else pool_timeout
@@ -136,6 +142,8 @@ class RedisCacheBackend:
         self.timeout = timeout
         self.max_connections = max_connections
         self._client: Redis | None = None
+        self._pipelined: PipelinedRedis | None = None
+        self._pipeline_lookups = pipeline_lookups
         self._scripts: dict[str, Any] = {}
 
     def target(self) -> str:
@@ -158,6 +166,8 @@ class RedisCacheBackend:
             health_check_interval=0,
         )
         self._client = Redis(connection_pool=pool)
+        if self._pipeline_lookups and supports(self._url):
+            self._pipelined = PipelinedRedis(self._url)
         self._scripts = {
             name: self._client.register_script(source)
             for name, source in (
@@ -171,6 +181,9 @@ class RedisCacheBackend:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        pipelined, self._pipelined = self._pipelined, None
+        if pipelined is not None:
+            await pipelined.close()
         if client is not None:
             await client.aclose(close_connection_pool=True)
 
@@ -181,10 +194,15 @@ class RedisCacheBackend:
         return self._client
 
     async def ping(self) -> None:
+        if self._pipelined is not None:  # the connection cache hits use
+            await self._pipelined.execute(self.timeout, "PING")
+            return
         async with Deadline(self.timeout):
             await self.client.execute_command("PING")  # type: ignore[no-untyped-call]
 
     async def reconnect(self) -> None:
+        if self._pipelined is not None:
+            await self._pipelined.close()
         async with Deadline(self.timeout):
             await self.client.connection_pool.disconnect(inuse_connections=False)
 
@@ -193,15 +211,18 @@ class RedisCacheBackend:
             keys = [key, *(t + "!fence" for t in tags)]
             async with Deadline(self.timeout):
                 reply = await self._scripts["get"](keys=keys, args=[field])
+        elif self._pipelined is not None:
+            reply = await self._pipelined.execute(self.timeout, "HMGET", key, field, FENCE_FIELD)
         else:
             reply = await self._hmget(key, field)
         values = cast("list[bytes | None]", reply)
         return Lookup(values[0], tuple(values[1:]))
 
     async def _hmget(self, key: str, field: str) -> Any:
-        """The hit path: ``HMGET key field !fence`` on a connection of the pool, sent and
-        read directly (redis-py's ``execute_command`` adds a retry wrapper, deprecation
-        checks and observability hooks per call, ~a third of a lookup, profiled).
+        """The hit path without `PipelinedRedis` (``rediss://``): ``HMGET key field !fence`` on a
+        connection of the pool, sent and read directly (redis-py's ``execute_command``
+        adds a retry wrapper, deprecation checks and observability hooks per call, ~a
+        third of a lookup, profiled).
 
         Waiting for a free connection is bounded apart from the call: under more
         concurrent lookups than connections the wait is this process's saturation, not a

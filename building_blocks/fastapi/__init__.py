@@ -21,7 +21,7 @@ from building_blocks.fastapi.problems import (
     install_problem_handlers,
     problem_response,
 )
-from building_blocks.fastapi.startup import Startup, StartupStep
+from building_blocks.fastapi.startup import ReadinessGate, Startup, StartupStep
 
 __all__ = [
     "CONSISTENCY_COOKIE",
@@ -33,6 +33,7 @@ __all__ = [
     "ConsistencyMiddleware",
     "ControlCharacterPaths",
     "FrozenHeap",
+    "ReadinessGate",
     "Resource",
     "Startup",
     "StartupStep",

@@ -2,8 +2,8 @@
 
 `Startup` is a lifespan resource. Its ``start`` returns at once and runs the steps (wait
 for the primary, apply migrations...) in a background task, so ``/health/live`` answers
-from the first second while ``/health/ready`` says 503 and API routes guarded by
-`Startup.require_ready` answer 503 + ``Retry-After`` (through `UnavailableError`). When a
+from the first second while ``/health/ready`` says 503 and API routes behind
+`ReadinessGate` (or the `Startup.require_ready` dependency) answer 503 + ``Retry-After``. When a
 step fails with an error no retry fixes, the message is logged and ``on_fatal`` is called
 (``python -m app`` stops the server and exits non-zero); without ``on_fatal`` the service
 stays unready and readiness shows the reason.
@@ -18,9 +18,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
-from building_blocks.errors import UnavailableError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["Startup", "StartupStep"]
+from building_blocks.errors import UnavailableError
+from building_blocks.fastapi.problems import problem_response
+
+__all__ = ["ReadinessGate", "Startup", "StartupStep"]
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +101,30 @@ class Startup:
         if self.state != "ready":
             what = f"failed: {self.error}" if self.state == "failed" else "starting"
             raise UnavailableError(f"the service is {what}", retry_after=1)
+
+
+class ReadinessGate:
+    """ASGI middleware: requests under ``prefix`` get 503 + ``Retry-After: 1`` (a problem
+    body, as `UnavailableError` gets) until ``startup`` is ready; others pass.
+
+    What `Startup.require_ready` does as a router dependency, for one attribute check per
+    request: FastAPI solves each dependency recursively (parameters, headers, query and
+    cookies looked up again), ~5% of a cached get (profiled)."""
+
+    def __init__(self, app: ASGIApp, *, startup: Startup, prefix: str = "/api/") -> None:
+        self.app = app
+        self._startup = startup
+        self._prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        startup = self._startup
+        if (
+            startup.state == "ready"
+            or scope["type"] != "http"
+            or not scope["path"].startswith(self._prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        what = f"failed: {startup.error}" if startup.state == "failed" else "starting"
+        response = problem_response(503, f"the service is {what}", headers={"Retry-After": "1"})
+        await response(scope, receive, send)

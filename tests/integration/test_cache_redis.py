@@ -183,8 +183,15 @@ async def test_lookups_queued_for_a_busy_pool_fall_back_without_opening_the_brea
     redis_server: RedisServer,
 ) -> None:
     """More concurrent lookups than connections is this process's overload, not a failing
-    Redis: past the pool wait bound they fall back, and the breaker does not open."""
-    backend = RedisCacheBackend(redis_server.url, timeout=1.0, max_connections=1, pool_timeout=0.05)
+    Redis: past the pool wait bound they fall back, and the breaker does not open (lookups
+    through the pool: ``rediss://`` URLs, or ``pipeline_lookups=False``)."""
+    backend = RedisCacheBackend(
+        redis_server.url,
+        timeout=1.0,
+        max_connections=1,
+        pool_timeout=0.05,
+        pipeline_lookups=False,
+    )
     await backend.start()
     try:
         cache = make_cache(backend, fresh_namespace(), failure_threshold=2)
@@ -203,5 +210,36 @@ async def test_lookups_queued_for_a_busy_pool_fall_back_without_opening_the_brea
         with collect_results() as results:
             await cache.get_or_load("k", loader, codec=CODEC)
         assert results == ["miss"]  # the pool is free again: Redis is used at once
+    finally:
+        await backend.close()
+
+
+async def test_pipelined_lookups_need_no_pool_connection(redis_server: RedisServer) -> None:
+    """Lookups share one auto-pipelined connection: with every pool connection held (the
+    pool path would queue, then fall back), 200 concurrent lookups are all answered by
+    Redis, and concurrent commands go out together."""
+    backend = RedisCacheBackend(redis_server.url, timeout=1.0, max_connections=1, pool_timeout=0.05)
+    await backend.start()
+    try:
+        cache = make_cache(backend, fresh_namespace())
+        loader = Loader(7)
+        assert await read(cache, "k", loader) == ({"v": 7}, "miss")
+
+        async def hit() -> bool:
+            return (await read(cache, "k", loader))[1] == "hit"
+
+        await poll_until(hit, what="the entry to be stored")
+        pool = backend.client.connection_pool
+        held = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            with collect_results() as results:
+                values = await asyncio.gather(
+                    *(cache.get_or_load("k", loader, codec=CODEC) for _ in range(200))
+                )
+        finally:
+            await pool.release(held)
+        assert values == [{"v": 7}] * 200
+        assert results == ["hit"] * 200
+        assert loader.calls == 1
     finally:
         await backend.close()
