@@ -232,10 +232,12 @@ async def test_pipelined_lookups_need_no_pool_connection(redis_server: RedisServ
         pool = backend.client.connection_pool
         held = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+
+            async def lookup() -> dict[str, int] | None:
+                return await cache.get_or_load("k", loader, codec=CODEC)
+
             with collect_results() as results:
-                values = await asyncio.gather(
-                    *(cache.get_or_load("k", loader, codec=CODEC) for _ in range(200))
-                )
+                values = await asyncio.gather(*(lookup() for _ in range(200)))
         finally:
             await pool.release(held)
         assert values == [{"v": 7}] * 200
