@@ -229,6 +229,7 @@ async def test_pipelined_lookups_need_no_pool_connection(redis_server: RedisServ
             return (await read(cache, "k", loader))[1] == "hit"
 
         await poll_until(hit, what="the entry to be stored")
+        loads = loader.calls
         pool = backend.client.connection_pool
         held = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -242,6 +243,6 @@ async def test_pipelined_lookups_need_no_pool_connection(redis_server: RedisServ
             await pool.release(held)
         assert values == [{"v": 7}] * 200
         assert results == ["hit"] * 200
-        assert loader.calls == 1
+        assert loader.calls == loads
     finally:
         await backend.close()
