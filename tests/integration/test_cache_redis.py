@@ -217,7 +217,7 @@ async def test_lookups_queued_for_a_busy_pool_fall_back_without_opening_the_brea
 async def test_pipelined_lookups_need_no_pool_connection(redis_server: RedisServer) -> None:
     """Lookups share one auto-pipelined connection: with every pool connection held (the
     pool path would queue, then fall back), 200 concurrent lookups are all answered by
-    Redis, and concurrent commands go out together."""
+    Redis."""
     backend = RedisCacheBackend(redis_server.url, timeout=1.0, max_connections=1, pool_timeout=0.05)
     await backend.start()
     try:
