@@ -169,7 +169,7 @@ class Cache:
             self._count("bypass")
             return await loader()
         full_key = self._key_prefix + key
-        full_tags = tuple(self._tag_prefix + t for t in tags)
+        full_tags = tuple(self._tag_prefix + t for t in tags) if tags else ()
         started = time.monotonic()
         found = await self.guard.get(full_key, self.schema_version, full_tags)
         if not isinstance(found, Lookup):

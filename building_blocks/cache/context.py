@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
-__all__ = ["collect_results", "record_result"]
+__all__ = ["collect_results", "record_result", "start_collecting", "stop_collecting"]
 
 _results: ContextVar[list[str] | None] = ContextVar("building_blocks_cache_results", default=None)
 
@@ -23,12 +23,22 @@ def record_result(result: str) -> None:
         holder.append(result)
 
 
+def start_collecting() -> tuple[list[str], Token[list[str] | None]]:
+    """`collect_results` without a context manager, for per-request middleware: the list,
+    and the token to pass to `stop_collecting`."""
+    holder: list[str] = []
+    return holder, _results.set(holder)
+
+
+def stop_collecting(token: Token[list[str] | None]) -> None:
+    _results.reset(token)
+
+
 @contextmanager
 def collect_results() -> Iterator[list[str]]:
     """A list that receives the result of every cache lookup made inside the block."""
-    holder: list[str] = []
-    token = _results.set(holder)
+    holder, token = start_collecting()
     try:
         yield holder
     finally:
-        _results.reset(token)
+        stop_collecting(token)

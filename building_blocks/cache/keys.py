@@ -32,6 +32,9 @@ def key_part(value: object) -> str:
     shape); bools and None have their own spellings; UUIDs use the canonical lower-case
     form; enums their value.
     """
+    kind = type(value)
+    if kind is UUID or kind is int:  # the common ids, exactly: no subclass surprises
+        return str(value)
     if value is None:
         return _NONE
     if isinstance(value, bool):  # before int: bool is an int subclass
@@ -89,6 +92,10 @@ class KeyTemplate:
 
     def format(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """The key for a call with ``args``/``kwargs`` (the function's own arguments)."""
+        if len(self._getters) == 1:  # "user:{user_id}": the usual shape, on every lookup
+            literals = self._literals
+            tail = literals[1] if len(literals) > 1 else ""
+            return literals[0] + key_part(self._getters[0](args, kwargs)) + tail
         parts: list[str] = []
         literals = self._literals
         for index, getter in enumerate(self._getters):

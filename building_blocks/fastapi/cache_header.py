@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from building_blocks.cache.context import collect_results
+from building_blocks.cache.context import start_collecting, stop_collecting
 
 __all__ = ["CacheHeaderMiddleware"]
 
@@ -26,15 +26,19 @@ class CacheHeaderMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with collect_results() as results:
+        results, token = start_collecting()
+        header = self.header
 
-            async def send_with_header(message: Message) -> None:
-                if message["type"] == "http.response.start" and results:
-                    headers = [*message.get("headers", ()), (self.header, _value(results))]
-                    message = {**message, "headers": headers}
-                await send(message)
+        async def send_with_header(message: Message) -> None:
+            if results and message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (header, _value(results))]
+                message = {**message, "headers": headers}
+            await send(message)
 
+        try:
             await self.app(scope, receive, send_with_header)
+        finally:
+            stop_collecting(token)
 
 
 def _value(results: list[str]) -> bytes:

@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodySizeLimit"]
 
+_HEADER_FRAMED = frozenset({"1.0", "1.1"})
+
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -22,12 +24,20 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await self._refuse(send)
                     return
-                break
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body and scope.get("http_version") in _HEADER_FRAMED:
+            # HTTP/1.x has a body only with one of those headers (RFC 9112 §6.3); HTTP/2
+            # and 3 frame bodies without them, so those are always counted.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         started = refused = False
