@@ -48,13 +48,13 @@ class _Protocol(asyncio.Protocol):
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
-        self._transport: asyncio.Transport | None = None
+        # uvloop's transports are not asyncio.Transport subclasses: typed as what is used.
+        self._transport: asyncio.WriteTransport | None = None
         self.lost: Exception | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
-        self._transport = transport
+        self._transport = cast("asyncio.WriteTransport", transport)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -181,11 +181,17 @@ class PipelinedRedis:
         if db:
             handshake.append(("SELECT", str(db)))
         try:
-            for reply in [protocol.send(_pack(c)) for c in handshake]:
-                await reply
-        except BaseException as exc:
-            protocol.close(RedisConnectionError(f"Redis refused the connection: {exc}"))
+            replies = await asyncio.gather(
+                *(protocol.send(_pack(c)) for c in handshake), return_exceptions=True
+            )
+        except BaseException:  # cancelled (closing): do not leave the socket open
+            protocol.close(RedisConnectionError("connecting to Redis was cancelled"))
             raise
+        refused = next((r for r in replies if isinstance(r, BaseException)), None)
+        if refused is not None:
+            error = RedisConnectionError(f"Redis refused the connection: {refused}")
+            protocol.close(error)
+            raise error from refused
         self._protocol = protocol
         return protocol
 
