@@ -147,7 +147,7 @@ class TelemetryMiddleware:
             )
             active.dec()
             if span.is_recording():
-                _finish_span(span, method, route, status)
+                _finish_span(span, method, route, status, notes.cache)
             level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
             if access_log.isEnabledFor(level):
                 _log_access(
@@ -203,8 +203,12 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
     access_log.handle(record)
 
 
-def _finish_span(span: trace.Span, method: str, route: str, status: int) -> None:
+def _finish_span(span: trace.Span, method: str, route: str, status: int, cache: str | None) -> None:
     attributes: dict[str, str | int] = {"http.response.status_code": status}
+    if cache is not None:
+        # A hit makes no span of its own (a miss or an error does): this says it on the
+        # server span, at the cost of one attribute.
+        attributes["cache.result"] = cache
     if route:
         span.update_name(f"{method} {route}")
         attributes["http.route"] = route

@@ -20,6 +20,7 @@ from app.settings import Settings
 from building_blocks.db import SQLAlchemySession
 from building_blocks.telemetry import instrument_redis, uninstrument_redis
 from tests.integration.conftest import create_user
+from tests.support.aio import poll_until
 from tests.support.app_process import AppProcess
 from tests.support.asgi import serving
 from tests.support.otlp import OtlpReceiver
@@ -43,13 +44,25 @@ async def test_a_request_is_one_trace_of_server_cache_unit_of_work_and_sql_spans
         user_id = await create_user(client, "traced")
         spans.start()  # only the GET's spans from here
         assert (await client.get(f"/api/v1/users/{user_id}")).status_code == 200
-    finished = spans.spans()
+        finished = spans.spans()
+
+        async def hit() -> bool:  # the entry is stored after the first answer
+            spans.start()
+            response = await client.get(f"/api/v1/users/{user_id}")
+            return response.headers["x-cache"] == "hit"
+
+        await poll_until(hit, what="a cache hit")
     (server,) = [s for s in finished if s.kind is SpanKind.SERVER]
     assert server.name == f"GET {USER_ROUTE}"
     assert server.parent is None
     assert server.attributes is not None
     assert server.attributes["http.route"] == USER_ROUTE
     assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["cache.result"] == "miss"
+    # A hit: the server span alone, saying so (no cache span, no database span).
+    (hit,) = spans.spans()
+    assert hit.attributes is not None
+    assert hit.attributes["cache.result"] == "hit"
     assert {s.context.trace_id for s in finished} == {server.context.trace_id}
     (uow,) = [s for s in finished if s.name == "unit of work"]
     assert uow.parent is not None
