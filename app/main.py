@@ -109,7 +109,7 @@ def create_app(
     app.state.database = session
     app.state.startup = startup
     app.state.cache = cache
-    app.state.user_service = service = UserService(uow, cache=cache)
+    service = UserService(uow, cache=cache)
     install_problem_handlers(app)
     # Added first: the innermost, so telemetry and the other middlewares see its 503s.
     app.add_middleware(ReadinessGate, startup=startup, prefix="/api/")
