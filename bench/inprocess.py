@@ -1,0 +1,174 @@
+"""``python -m bench.inprocess``: CPU time per request, the app driven through ASGI.
+
+wrk measures what a client sees, but on a shared machine its numbers move with other
+people's load. This measures what one request costs this process: the app (the service
+or a baseline) is built in this process, its lifespan started, and 64 concurrent tasks
+call its ASGI interface with ``GET /api/v1/users/<random id>``; the CPU time of the
+process (``time.process_time``, which other processes do not inflate) over the requests
+is divided by their number. No HTTP parsing or sockets to the client: compare variants
+with each other, not with wrk's numbers. Profile one with
+``py-spy record -o prof.svg -- python -m bench.inprocess --only svc-hit``.
+
+Starts its own PostgreSQL primary + replica and Redis (`bench.stack`), like ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.stack import Stack, running_stack
+
+__all__ = ["main"]
+
+Factory = Callable[[], Any]
+
+
+def _variants(stack: Stack) -> dict[str, tuple[str, dict[str, str]]]:
+    service = {
+        "DATABASE_URL": stack.primary_url,
+        "DATABASE_REPLICA_URLS": stack.replica_url,
+        "REDIS_URL": stack.redis_url,
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+    }
+    hit = {**service, "CACHE_TTL_SECONDS": "3600", "CACHE_TIMEOUT_SECONDS": "0.5"}
+    miss = {**service, "CACHE_TTL_SECONDS": "0"}
+    off = {"TELEMETRY_ENABLED": "false"}
+    baseline = {"BENCH_PG_DSN": stack.replica_dsn, "BENCH_REDIS_URL": stack.redis_url}
+    app = "app.main"
+    return {
+        "svc-hit": (app, hit),
+        "svc-hit-notel": (app, {**hit, **off}),
+        "svc-miss": (app, miss),
+        "svc-miss-notel": (app, {**miss, **off}),
+        "bare": ("bench.baselines.bare", baseline),
+        "asyncpg": ("bench.baselines.pg", baseline),
+        "redis-aside": ("bench.baselines.redis_aside", baseline),
+    }
+
+
+async def _call(app: Any, path: str, state: dict[str, Any]) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": state,
+    }
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def _measure(app: Any, paths: list[str], requests: int, repeats: int) -> list[float]:
+    state: dict[str, Any] = {}
+    async with app.router.lifespan_context(app) as lifespan_state:
+        state.update(lifespan_state or {})
+        deadline = time.monotonic() + 60
+        while await _call(app, paths[0], state) != 200:  # start-up runs in the background
+            if time.monotonic() > deadline:
+                raise RuntimeError("the app did not become ready")
+            await asyncio.sleep(0.05)
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                status = await _call(app, random.choice(paths), state)
+                if status != 200:
+                    raise RuntimeError(f"unexpected status {status}")
+
+        tasks = 64
+        await asyncio.gather(*(worker(3200 // tasks) for _ in range(tasks)))  # warm (fills)
+        per_request: list[float] = []
+        for _ in range(repeats):
+            started = time.process_time()
+            await asyncio.gather(*(worker(requests // tasks) for _ in range(tasks)))
+            per_request.append((time.process_time() - started) / requests * 1e6)
+        return per_request
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
+    parser.add_argument("--only", help="one variant (default: each, one process each)")
+    parser.add_argument("--requests", type=int, default=6400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--stack", help=argparse.SUPPRESS)  # internal: url|url|url|ids-file
+    args = parser.parse_args(argv)
+    if args.stack:  # a child: measure one variant against a running stack
+        primary, replica, redis_url, ids_file = args.stack.split("|")
+        ids = Path(ids_file).read_text().split()
+        stack = Stack(primary, replica, redis_url, ())
+        module, env = _variants(stack)[args.only]
+        os.environ.update(env)
+        app = importlib.import_module(module).create_app()
+        logging.getLogger().handlers[:] = [logging.StreamHandler(Path(os.devnull).open("w"))]  # noqa: SIM115 - lives as long as the process
+        paths = [f"/api/v1/users/{i}" for i in ids]
+        results = asyncio.run(_measure(app, paths, args.requests, args.repeats))
+        spread = ", ".join(f"{r:.0f}" for r in results)
+        print(f"{args.only:16} {statistics.median(results):7.0f} µs/request  ({spread})")
+        return 0
+    return _run_all(args)
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    import subprocess  # noqa: PLC0415 - only the parent starts children
+
+    with tempfile.TemporaryDirectory(prefix="bench-inproc-") as tmp:
+        work = Path(tmp)
+        print(f"starting PostgreSQL primary + replica and Redis; seeding {args.users} users")
+        with running_stack(work / "servers", users=args.users) as stack:
+            ids_file = work / "ids.txt"
+            ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
+            names = [args.only] if args.only else list(_variants(stack))
+            spec = f"{stack.primary_url}|{stack.replica_url}|{stack.redis_url}|{ids_file}"
+            for name in names:  # a fresh process each: no state carried between variants
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.inprocess",
+                        "--only",
+                        name,
+                        "--requests",
+                        str(args.requests),
+                        "--repeats",
+                        str(args.repeats),
+                        "--stack",
+                        spec,
+                    ],
+                    check=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
