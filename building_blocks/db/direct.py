@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from building_blocks.db.pool import ElasticQueuePool
 from building_blocks.db.translate import is_driver_disconnect
 
 __all__ = ["CompiledRead", "DirectReader", "DirectReads"]
@@ -157,8 +158,17 @@ class DirectReader:
                 self._compiled.popitem(last=False)
         return None if found is None else (found, cache_key.bindparams)
 
+    def checkout_nowait(self) -> PoolProxiedConnection | None:
+        """An idle pooled driver connection taken without a greenlet, or ``None`` when
+        the checkout could do I/O (see `ElasticQueuePool.connect_nowait`)."""
+        pool = self.engine.sync_engine.pool
+        return pool.connect_nowait() if isinstance(pool, ElasticQueuePool) else None
+
     async def checkout(self) -> PoolProxiedConnection:
         """A pooled driver connection (the pool's limits, timeout and events apply)."""
+        fairy = self.checkout_nowait()
+        if fairy is not None:
+            return fairy
         return await greenlet_spawn(self.engine.sync_engine.raw_connection)
 
     def begin(
@@ -325,8 +335,27 @@ class DirectReads:
     def holding(self) -> bool:
         return self._fairy is not None
 
-    async def release(self) -> None:
-        """Give the connection back to the pool (no ROLLBACK: no transaction was opened)."""
+    def release_nowait(self) -> bool:
+        """Give the connection back to the pool now, if that needs no I/O; ``False`` when
+        `release` must be awaited instead (a broken connection is closed).
+
+        A healthy connection needs none: direct reads open no transaction, so the pool's
+        reset-on-return has nothing to roll back (the driver adapter skips it), check-in
+        events are plain Python and the elastic pool closes spare connections in a task
+        of its own. No greenlet, and no task to shield it from cancellation either: code
+        that never awaits cannot be cancelled halfway.
+        """
+        if self._broken and self._fairy is not None:
+            return False
         fairy, self._fairy = self._fairy, None
         if fairy is not None:
-            await greenlet_spawn(fairy.invalidate if self._broken else fairy.close)
+            fairy.close()
+        return True
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (no ROLLBACK: no transaction was opened)."""
+        if self.release_nowait():
+            return
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None:
+            await greenlet_spawn(fairy.invalidate)
