@@ -78,16 +78,17 @@ class ElasticQueuePool(AsyncAdaptedQueuePool):
     def _next_idle(self) -> Any:
         # The record the next `_do_get` returns: SQLAlchemy's adapter over an asyncio
         # Queue (FIFO: popleft) or LifoQueue (pop).
-        items = self._pool._queue._queue  # noqa: SLF001 - see above
+        queue: Any = self._pool
+        items = queue._queue._queue
         if not items:
             return None
-        return items[-1] if self._pool.use_lifo else items[0]
+        return items[-1] if queue.use_lifo else items[0]
 
     def _ready(self, record: Any) -> bool:
         if record.dbapi_connection is None:
             return False
         started = record.starttime
-        if self._invalidate_time > started or record._soft_invalidate_time > started:  # noqa: SLF001
+        if self._invalidate_time > started or record._soft_invalidate_time > started:
             return False
         if self._recycle > -1 and time.time() - started > self._recycle - RECYCLE_MARGIN_SECONDS:
             return False
