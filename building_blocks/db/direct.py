@@ -53,9 +53,10 @@ class Failover:
 
     A pooled connection used within the last second is not pinged, so a frozen replica
     (SIGSTOP, a partition) would hold the first read until the statement timeout. The
-    first read of a unit therefore gets ``timeout`` seconds; past it the connection is
-    dropped, ``switch()`` (which marks the replica down and returns the primary's
-    reader) is called, and the read runs once more on the primary. A slow but healthy
+    first read of a unit therefore gets ``timeout`` seconds (asyncpg's per-call timeout);
+    past it the connection is dropped, ``switch()`` (which marks the replica down and
+    returns the primary's reader) is called, and the read runs once more on the primary.
+    A slow but healthy
     replica costs at most ``timeout`` extra, never a failed request.
     """
 
@@ -244,11 +245,15 @@ class DirectReads:
         fairy = await self._checkout()
         failover, self._failover = self._failover, None  # the first read only
         try:
-            if failover is None:
-                records = await self._run(fairy, compiled.sql, args, one=one)
-            else:
-                async with asyncio.timeout(failover.timeout):
-                    records = await self._run(fairy, compiled.sql, args, one=one)
+            # The bound is asyncpg's own per-call timeout, which replaces (for this call)
+            # the ``command_timeout`` timer it arms anyway: no second timer per read.
+            records = await self._run(
+                fairy,
+                compiled.sql,
+                args,
+                one=one,
+                bound=None if failover is None else failover.timeout,
+            )
         except TimeoutError:
             if failover is None:
                 raise
@@ -278,7 +283,13 @@ class DirectReads:
         return [compiled.row(r) for r in records]
 
     async def _run(
-        self, fairy: PoolProxiedConnection, sql: str, args: list[Any], *, one: bool
+        self,
+        fairy: PoolProxiedConnection,
+        sql: str,
+        args: list[Any],
+        *,
+        one: bool,
+        bound: float | None = None,
     ) -> list[Any]:
         driver = fairy.driver_connection
         assert driver is not None  # noqa: S101 - a checked-out connection has one
@@ -290,10 +301,10 @@ class DirectReads:
             dispatch.before_cursor_execute(None, None, sql, args, context, False)
         try:
             if one:
-                record = await driver.fetchrow(sql, *args)
+                record = await driver.fetchrow(sql, *args, timeout=bound)
                 records = [] if record is None else [record]
             else:
-                records = list(await driver.fetch(sql, *args))
+                records = list(await driver.fetch(sql, *args, timeout=bound))
         except BaseException as exc:
             dialect_dispatch = self._reader.engine.sync_engine.dialect.dispatch
             if dialect_dispatch.handle_error:

@@ -98,6 +98,8 @@ class SQLAlchemySession(DatabaseSession):
         self._metrics = metrics
         self._selector = selector
         self._replicas: Replicas | None = None
+        # By pool name, for the engines of this start: `DirectReader.of` once per engine.
+        self._readers: dict[str, DirectReader | None] = {}
 
     @property
     def dialect_name(self) -> str:
@@ -160,8 +162,17 @@ class SQLAlchemySession(DatabaseSession):
         if replicas is not None:
             await replicas.close()
         engines, self._engines = self._engines, {}
+        self._readers.clear()
         for engine in engines.values():
             await engine.dispose()
+
+    def _reader(self, route: Route) -> DirectReader | None:
+        """The direct reader of ``route``'s engine (``None``: no direct reads there)."""
+        try:
+            return self._readers[route.name]
+        except KeyError:
+            reader = self._readers[route.name] = DirectReader.of(route.engine)
+            return reader
 
     def _route(self, *, read_only: bool) -> Route:
         """Which database a new transaction goes to: chosen once, when it begins."""
@@ -219,7 +230,7 @@ class _Transaction:
         route = self._route = session._route(read_only=read_only)  # a hook (tests route by hand)
         # Read-only work on PostgreSQL/asyncpg reads without BEGIN/ROLLBACK (db/direct.py),
         # unless the replica must first prove it has replayed the client's last write.
-        reader = DirectReader.of(route.engine) if read_only and route.verify is None else None
+        reader = session._reader(route) if read_only and route.verify is None else None
         if reader is not None:
             failover = (
                 Failover(session.config.connect_timeout, self._leave_replica)
@@ -273,6 +284,6 @@ class _Transaction:
         return self._primary_reader()
 
     def _primary_reader(self) -> DirectReader:
-        reader = DirectReader.of(self._session.primary)
+        reader = self._session._reader(Route(PRIMARY, self._session.primary))
         assert reader is not None  # noqa: S101 - same dialect and driver as the replica
         return reader
