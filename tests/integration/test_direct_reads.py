@@ -226,7 +226,7 @@ async def test_a_read_on_a_warm_pool_takes_and_returns_its_connection_without_a_
     synchronously (a greenlet hop each way cost more than the pool's own work)."""
     user = await _stored(session, 80)  # leaves one idle connection, just used
     spawned: list[Any] = []
-    real_spawn = direct_module.greenlet_spawn
+    real_spawn = direct_module.greenlet_spawn  # type: ignore[attr-defined]  # its import
 
     async def counting_spawn(fn: Any, *args: Any, **kwargs: Any) -> Any:
         spawned.append(fn)
@@ -235,7 +235,9 @@ async def test_a_read_on_a_warm_pool_takes_and_returns_its_connection_without_a_
     monkeypatch.setattr(direct_module, "greenlet_spawn", counting_spawn)
     assert await _get(session, user.id, read_only=True) == user
     assert spawned == []
-    assert session.primary.sync_engine.pool.checkedout() == 0
+    pool = session.primary.sync_engine.pool
+    assert isinstance(pool, ElasticQueuePool)
+    assert pool.checkedout() == 0
 
 
 async def test_a_connection_idle_past_the_ping_bound_is_left_to_the_pinging_checkout(
