@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from building_blocks.db.pool import ElasticQueuePool
 from building_blocks.db.translate import is_driver_disconnect
 
 __all__ = ["CompiledRead", "DirectReader", "DirectReads"]
@@ -52,9 +53,10 @@ class Failover:
 
     A pooled connection used within the last second is not pinged, so a frozen replica
     (SIGSTOP, a partition) would hold the first read until the statement timeout. The
-    first read of a unit therefore gets ``timeout`` seconds; past it the connection is
-    dropped, ``switch()`` (which marks the replica down and returns the primary's
-    reader) is called, and the read runs once more on the primary. A slow but healthy
+    first read of a unit therefore gets ``timeout`` seconds (asyncpg's per-call timeout);
+    past it the connection is dropped, ``switch()`` (which marks the replica down and
+    returns the primary's reader) is called, and the read runs once more on the primary.
+    A slow but healthy
     replica costs at most ``timeout`` extra, never a failed request.
     """
 
@@ -157,8 +159,17 @@ class DirectReader:
                 self._compiled.popitem(last=False)
         return None if found is None else (found, cache_key.bindparams)
 
+    def checkout_nowait(self) -> PoolProxiedConnection | None:
+        """An idle pooled driver connection taken without a greenlet, or ``None`` when
+        the checkout could do I/O (see `ElasticQueuePool.connect_nowait`)."""
+        pool = self.engine.sync_engine.pool
+        return pool.connect_nowait() if isinstance(pool, ElasticQueuePool) else None
+
     async def checkout(self) -> PoolProxiedConnection:
         """A pooled driver connection (the pool's limits, timeout and events apply)."""
+        fairy = self.checkout_nowait()
+        if fairy is not None:
+            return fairy
         return await greenlet_spawn(self.engine.sync_engine.raw_connection)
 
     def begin(
@@ -234,11 +245,15 @@ class DirectReads:
         fairy = await self._checkout()
         failover, self._failover = self._failover, None  # the first read only
         try:
-            if failover is None:
-                records = await self._run(fairy, compiled.sql, args, one=one)
-            else:
-                async with asyncio.timeout(failover.timeout):
-                    records = await self._run(fairy, compiled.sql, args, one=one)
+            # The bound is asyncpg's own per-call timeout, which replaces (for this call)
+            # the ``command_timeout`` timer it arms anyway: no second timer per read.
+            records = await self._run(
+                fairy,
+                compiled.sql,
+                args,
+                one=one,
+                bound=None if failover is None else failover.timeout,
+            )
         except TimeoutError:
             if failover is None:
                 raise
@@ -268,7 +283,13 @@ class DirectReads:
         return [compiled.row(r) for r in records]
 
     async def _run(
-        self, fairy: PoolProxiedConnection, sql: str, args: list[Any], *, one: bool
+        self,
+        fairy: PoolProxiedConnection,
+        sql: str,
+        args: list[Any],
+        *,
+        one: bool,
+        bound: float | None = None,
     ) -> list[Any]:
         driver = fairy.driver_connection
         assert driver is not None  # noqa: S101 - a checked-out connection has one
@@ -280,10 +301,10 @@ class DirectReads:
             dispatch.before_cursor_execute(None, None, sql, args, context, False)
         try:
             if one:
-                record = await driver.fetchrow(sql, *args)
+                record = await driver.fetchrow(sql, *args, timeout=bound)
                 records = [] if record is None else [record]
             else:
-                records = list(await driver.fetch(sql, *args))
+                records = list(await driver.fetch(sql, *args, timeout=bound))
         except BaseException as exc:
             dialect_dispatch = self._reader.engine.sync_engine.dialect.dispatch
             if dialect_dispatch.handle_error:
@@ -325,8 +346,27 @@ class DirectReads:
     def holding(self) -> bool:
         return self._fairy is not None
 
-    async def release(self) -> None:
-        """Give the connection back to the pool (no ROLLBACK: no transaction was opened)."""
+    def release_nowait(self) -> bool:
+        """Give the connection back to the pool now, if that needs no I/O; ``False`` when
+        `release` must be awaited instead (a broken connection is closed).
+
+        A healthy connection needs none: direct reads open no transaction, so the pool's
+        reset-on-return has nothing to roll back (the driver adapter skips it), check-in
+        events are plain Python and the elastic pool closes spare connections in a task
+        of its own. No greenlet, and no task to shield it from cancellation either: code
+        that never awaits cannot be cancelled halfway.
+        """
+        if self._broken and self._fairy is not None:
+            return False
         fairy, self._fairy = self._fairy, None
         if fairy is not None:
-            await greenlet_spawn(fairy.invalidate if self._broken else fairy.close)
+            fairy.close()
+        return True
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (no ROLLBACK: no transaction was opened)."""
+        if self.release_nowait():
+            return
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None:
+            await greenlet_spawn(fairy.invalidate)

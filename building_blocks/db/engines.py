@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from building_blocks.config import DatabaseConfig
-from building_blocks.db.pool import ElasticQueuePool
+from building_blocks.db.pool import PING_DUE, ElasticQueuePool
 from building_blocks.db.urls import parse_url
 
 __all__ = ["WRITE_OPTION", "create_engine"]
@@ -97,13 +97,15 @@ def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info["bb_idle_since"] = time.monotonic()
+        # A deadline rather than a time stamp: `ElasticQueuePool.connect_nowait` reads it
+        # (and consumes it when it decides no ping is due).
+        record.info[PING_DUE] = time.monotonic() + idle_seconds
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get("bb_idle_since")
-        if since is None or time.monotonic() - since <= idle_seconds:
-            return  # new (just connected) or recently used
+        due = record.info.pop(PING_DUE, None)
+        if due is None or time.monotonic() <= due:
+            return  # new (just connected), recently used, or vetted by connect_nowait
         try:
             dialect.do_ping(dbapi_connection)
         except Exception as exc:

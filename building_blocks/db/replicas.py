@@ -28,6 +28,7 @@ from building_blocks.db.transactions import (
     begin_transaction,
     checkout,
     checkout_raw,
+    checkout_raw_nowait,
     close_quietly,
 )
 from building_blocks.db.transient import Transience, classify
@@ -136,6 +137,10 @@ class Replicas:
         """As `open`, for direct reads (no transaction to begin, no position to verify:
         direct reads are only used when the route needs no check)."""
         try:
+            # An idle connection needs no I/O, hence no time bound (and no timer armed).
+            fairy = checkout_raw_nowait(route.name, direct.reader)
+            if fairy is not None:
+                return fairy
             async with asyncio.timeout(self.config.connect_timeout):
                 return await checkout_raw(route.name, direct.reader)
         except (DataError, TimeoutError) as exc:

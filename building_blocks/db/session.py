@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
@@ -24,7 +24,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from building_blocks.config import DatabaseConfig
 from building_blocks.db.connection import Connection
-from building_blocks.db.direct import DirectReader, Failover
+from building_blocks.db.direct import DirectReader, DirectReads, Failover
 from building_blocks.db.engines import create_engine
 from building_blocks.db.replicas import Replicas, RoutedConnection
 from building_blocks.db.routing import PRIMARY, ReplicaSelector, Route, Router
@@ -32,6 +32,7 @@ from building_blocks.db.transactions import (
     begin_transaction,
     checkout,
     checkout_raw,
+    checkout_raw_nowait,
     close_quietly,
     release_quietly,
 )
@@ -97,6 +98,8 @@ class SQLAlchemySession(DatabaseSession):
         self._metrics = metrics
         self._selector = selector
         self._replicas: Replicas | None = None
+        # By pool name, for the engines of this start: `DirectReader.of` once per engine.
+        self._readers: dict[str, DirectReader | None] = {}
 
     @property
     def dialect_name(self) -> str:
@@ -159,72 +162,24 @@ class SQLAlchemySession(DatabaseSession):
         if replicas is not None:
             await replicas.close()
         engines, self._engines = self._engines, {}
+        self._readers.clear()
         for engine in engines.values():
             await engine.dispose()
+
+    def _reader(self, route: Route) -> DirectReader | None:
+        """The direct reader of ``route``'s engine (``None``: no direct reads there)."""
+        try:
+            return self._readers[route.name]
+        except KeyError:
+            reader = self._readers[route.name] = DirectReader.of(route.engine)
+            return reader
 
     def _route(self, *, read_only: bool) -> Route:
         """Which database a new transaction goes to: chosen once, when it begins."""
         return self.router.route(read_only=read_only)
 
-    @asynccontextmanager
-    async def begin(self, *, read_only: bool = False) -> AsyncIterator[Connection]:
-        route = self._route(read_only=read_only)
-        replicas = self.replicas
-        opened: list[AsyncConnection] = []
-
-        async def open_transaction() -> AsyncConnection:
-            if route.name != PRIMARY:
-                conn = await replicas.open(route, opened)
-                if conn is not None:
-                    return conn
-                connection.pool = PRIMARY  # fell back: nothing ran on the replica
-            conn = await checkout(PRIMARY, self.primary)
-            opened.append(conn)
-            await begin_transaction(conn, PRIMARY, read_only=read_only)
-            return conn
-
-        # Read-only work on PostgreSQL/asyncpg reads without BEGIN/ROLLBACK (db/direct.py),
-        # unless the replica must first prove it has replayed the client's last write.
-        async def checkout_direct() -> PoolProxiedConnection:
-            assert direct is not None  # noqa: S101 - only called through `direct`
-            if connection.pool != PRIMARY:
-                fairy = await replicas.checkout_direct(route, direct)
-                if fairy is not None:
-                    return fairy
-                connection.pool = PRIMARY  # fell back: nothing ran on the replica
-                primary_reader = DirectReader.of(self.primary)
-                assert primary_reader is not None  # noqa: S101 - same dialect and driver
-                direct.rebind(primary_reader)
-            return await checkout_raw(PRIMARY, direct.reader)
-
-        def leave_replica() -> DirectReader:
-            replicas.read_timed_out(route)
-            connection.pool = PRIMARY
-            primary_reader = DirectReader.of(self.primary)
-            assert primary_reader is not None  # noqa: S101 - same dialect and driver
-            return primary_reader
-
-        reader = DirectReader.of(route.engine) if read_only and route.verify is None else None
-        failover = (
-            Failover(self.config.connect_timeout, leave_replica) if route.name != PRIMARY else None
-        )
-        direct = reader.begin(checkout_direct, failover=failover) if reader is not None else None
-
-        connection = RoutedConnection(
-            open_transaction,
-            replicas=replicas,
-            pool=route.name,
-            dialect_name=route.engine.dialect.name,
-            read_only=read_only,
-            direct=direct,
-        )
-        try:
-            yield connection
-        finally:
-            if direct is not None:
-                await release_quietly(direct)
-            for conn in opened:
-                await close_quietly(conn)
+    def begin(self, *, read_only: bool = False) -> _Transaction:
+        return _Transaction(self, read_only=read_only)
 
     async def status(self) -> list[PoolStatus]:
         """The primary, probed now; replicas as the router sees them (probed in the
@@ -250,3 +205,85 @@ class SQLAlchemySession(DatabaseSession):
         except Exception as exc:  # a probe reports; it never raises
             return PoolStatus(name, target, "down", type(exc).__name__)
         return PoolStatus(name, target, "up")
+
+
+class _Transaction:
+    """What `SQLAlchemySession.begin` returns: routes when entered, hands out a
+    `RoutedConnection`, releases what it checked out on exit.
+
+    A class rather than an ``@asynccontextmanager`` generator, and its steps methods
+    rather than closures made per call: it runs once per unit of work, on the hottest
+    path (a cache-off get by id), where the generator machinery was measurable.
+    """
+
+    __slots__ = ("_connection", "_direct", "_opened", "_read_only", "_route", "_session")
+
+    def __init__(self, session: SQLAlchemySession, *, read_only: bool) -> None:
+        self._session = session
+        self._read_only = read_only
+        self._opened: list[AsyncConnection] = []
+        self._direct: DirectReads | None = None
+
+    async def __aenter__(self) -> Connection:
+        session = self._session
+        read_only = self._read_only
+        route = self._route = session._route(read_only=read_only)  # a hook (tests route by hand)
+        # Read-only work on PostgreSQL/asyncpg reads without BEGIN/ROLLBACK (db/direct.py),
+        # unless the replica must first prove it has replayed the client's last write.
+        reader = session._reader(route) if read_only and route.verify is None else None
+        if reader is not None:
+            failover = (
+                Failover(session.config.connect_timeout, self._leave_replica)
+                if route.name != PRIMARY
+                else None
+            )
+            self._direct = reader.begin(self._checkout_direct, failover=failover)
+        self._connection = RoutedConnection(
+            self._open_transaction,
+            replicas=session.replicas,
+            pool=route.name,
+            dialect_name=route.engine.dialect.name,
+            read_only=read_only,
+            direct=self._direct,
+        )
+        return self._connection
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._direct is not None:
+            await release_quietly(self._direct)
+        for conn in self._opened:
+            await close_quietly(conn)
+
+    async def _open_transaction(self) -> AsyncConnection:
+        session, route = self._session, self._route
+        if route.name != PRIMARY:
+            conn = await session.replicas.open(route, self._opened)
+            if conn is not None:
+                return conn
+            self._connection.pool = PRIMARY  # fell back: nothing ran on the replica
+        conn = await checkout(PRIMARY, session.primary)
+        self._opened.append(conn)
+        await begin_transaction(conn, PRIMARY, read_only=self._read_only)
+        return conn
+
+    async def _checkout_direct(self) -> PoolProxiedConnection:
+        direct = self._direct
+        assert direct is not None  # noqa: S101 - only called through `direct`
+        if self._connection.pool != PRIMARY:
+            fairy = await self._session.replicas.checkout_direct(self._route, direct)
+            if fairy is not None:
+                return fairy
+            self._connection.pool = PRIMARY  # fell back: nothing ran on the replica
+            direct.rebind(self._primary_reader())
+        fairy = checkout_raw_nowait(PRIMARY, direct.reader)
+        return fairy if fairy is not None else await checkout_raw(PRIMARY, direct.reader)
+
+    def _leave_replica(self) -> DirectReader:
+        self._session.replicas.read_timed_out(self._route)
+        self._connection.pool = PRIMARY
+        return self._primary_reader()
+
+    def _primary_reader(self) -> DirectReader:
+        reader = self._session._reader(Route(PRIMARY, self._session.primary))
+        assert reader is not None  # noqa: S101 - same dialect and driver as the replica
+        return reader

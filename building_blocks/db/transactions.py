@@ -18,6 +18,7 @@ __all__ = [
     "begin_transaction",
     "checkout",
     "checkout_raw",
+    "checkout_raw_nowait",
     "close_quietly",
     "raise_translated",
     "release_quietly",
@@ -32,6 +33,14 @@ async def checkout(name: str, engine: AsyncEngine) -> AsyncConnection:
         return await engine.connect()
     except Exception as exc:
         raise_translated(exc, engine.dialect.name, name)
+
+
+def checkout_raw_nowait(name: str, reader: DirectReader) -> PoolProxiedConnection | None:
+    """An idle driver connection taken without awaiting, or ``None`` (then `checkout_raw`)."""
+    try:
+        return reader.checkout_nowait()
+    except Exception as exc:
+        raise_translated(exc, reader.dialect.name, name)
 
 
 async def checkout_raw(name: str, reader: DirectReader) -> PoolProxiedConnection:
@@ -72,8 +81,10 @@ async def close_quietly(conn: AsyncConnection) -> None:
 
 
 async def release_quietly(direct: DirectReads) -> None:
-    # As `close_quietly`, for the connection of direct reads.
+    # As `close_quietly`, for the connection of direct reads (usually handed back at once,
+    # without awaiting: see `DirectReads.release_nowait`).
     try:
-        await asyncio.shield(direct.release())
+        if not direct.release_nowait():
+            await asyncio.shield(direct.release())
     except Exception:
         log.debug("returning a direct-read connection failed", exc_info=True)

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from building_blocks.telemetry.context import current_exemplar, note_pool
+from building_blocks.telemetry.context import note_pool
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["QueryInstrumentation", "db_system_name", "parse_statement"]
@@ -39,7 +38,7 @@ _TARGET = re.compile(
     r"\b(?:FROM|INTO|UPDATE|JOIN)\s+((?:[`\"\[]?\w+[`\"\]]?\.)?[`\"\[]?\w+[`\"\]]?)",
     re.IGNORECASE,
 )
-_STATE = "_bb_query"  # attribute on SQLAlchemy's ExecutionContext: (span, token, start)
+_STATE = "_bb_query"  # attribute on SQLAlchemy's ExecutionContext: (span, start, ...)
 
 
 def db_system_name(dialect_name: str) -> str:
@@ -61,6 +60,14 @@ def parse_statement(statement: str) -> tuple[str, str]:
     if target:
         collection = target.group(1).split(".")[-1].strip('`"[]')
     return operation, collection
+
+
+def _exemplar(span: trace.Span) -> dict[str, str] | None:
+    """As `current_exemplar`, for ``span`` (the statement's, which is not made current)."""
+    ctx = span.get_span_context()
+    if not (ctx.is_valid and ctx.trace_flags.sampled):
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x")}
 
 
 @dataclass(slots=True)
@@ -122,9 +129,9 @@ class QueryInstrumentation:
                     "db.client.connection.pool.name": pool,
                 },
             )
-            # Current while the statement runs, so the histogram's exemplar names it.
-            token = otel_context.attach(trace.set_span_in_context(span))
-            setattr(context, _STATE, (span, token, time.perf_counter(), operation, collection))
+            # Not made current: nothing runs under a statement, and the histogram's
+            # exemplar is read from the span itself (a context switch each way saved).
+            setattr(context, _STATE, (span, time.perf_counter(), operation, collection))
             note_pool(pool)
 
         def finish(context: Any, error: BaseException | None) -> None:
@@ -132,18 +139,17 @@ class QueryInstrumentation:
             if state is None:
                 return
             setattr(context, _STATE, None)
-            span, token, started, operation, collection = state
+            span, started, operation, collection = state
             elapsed = time.perf_counter() - started
             key = (operation, collection)
             child = children.get(key)
             if child is None:
                 child = children[key] = histogram.labels(system, operation, collection, pool)
-            child.observe(elapsed, exemplar=current_exemplar())
+            child.observe(elapsed, exemplar=_exemplar(span))
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 span.set_attribute("error.type", type(error).__name__)
-            otel_context.detach(token)
             span.end()
 
         def after(  # noqa: PLR0917 - the signature of SQLAlchemy's event

@@ -107,7 +107,12 @@ class AbstractUnitOfWork(ABC, Generic[R]):
             raise RuntimeError("a unit of work cannot be entered twice")
         # One span per unit of work: its statements (and cache calls) become its children.
         span = _tracer.start_span("unit of work", attributes={"uow.read_only": self.read_only})
-        self._span, self._span_token = span, otel_context.attach(trace.set_span_in_context(span))
+        self._span = span
+        if span.is_recording():
+            # Made current only when recorded: a span that is not (telemetry off, or this
+            # trace sampled out) has no children to parent, and theirs would not be
+            # recorded either; the context switch both ways is skipped.
+            self._span_token = otel_context.attach(trace.set_span_in_context(span))
         try:
             self._repository = await self._begin()
         except BaseException as exc:

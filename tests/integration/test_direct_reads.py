@@ -17,6 +17,7 @@ from app.users.domain import User
 from app.users.repository import SqlUserRepository
 from app.users.tables import users
 from building_blocks import DatabaseConfig, PoolConfig, SQLAlchemySession
+from building_blocks.db import direct as direct_module
 from building_blocks.db import pool as pool_module
 from building_blocks.db.pool import ElasticQueuePool
 from building_blocks.errors import DataError
@@ -216,6 +217,65 @@ async def test_a_cancelled_direct_read_does_not_leave_a_busy_connection_in_the_p
     # Every connection the pool hands out next must work (none is mid-query).
     results = await asyncio.gather(*(_get(session, user.id, read_only=True) for _ in range(5)))
     assert results == [user] * 5
+
+
+async def test_a_read_on_a_warm_pool_takes_and_returns_its_connection_without_a_greenlet(
+    session: SQLAlchemySession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path: an idle connection, recently used, is checked out and back in
+    synchronously (a greenlet hop each way cost more than the pool's own work)."""
+    user = await _stored(session, 80)  # leaves one idle connection, just used
+    spawned: list[Any] = []
+    real_spawn = direct_module.greenlet_spawn  # type: ignore[attr-defined]  # its import
+
+    async def counting_spawn(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        spawned.append(fn)
+        return await real_spawn(fn, *args, **kwargs)
+
+    monkeypatch.setattr(direct_module, "greenlet_spawn", counting_spawn)
+    assert await _get(session, user.id, read_only=True) == user
+    assert spawned == []
+    pool = session.primary.sync_engine.pool
+    assert isinstance(pool, ElasticQueuePool)
+    assert pool.checkedout() == 0
+
+
+async def test_a_connection_idle_past_the_ping_bound_is_left_to_the_pinging_checkout(
+    database: str, pg_primary: PostgresServer
+) -> None:
+    session = SQLAlchemySession(DatabaseConfig(database, pool=PoolConfig(ping_after_idle=0.0)))
+    await session.start()
+    try:
+        user = await _stored(session, 81)
+        await asyncio.sleep(0.01)
+        pool = session.primary.sync_engine.pool
+        assert isinstance(pool, ElasticQueuePool)
+        assert pool.connect_nowait() is None  # would need the pre-ping: I/O
+        pg_primary.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = 'direct_reads' AND pid <> pg_backend_pid()"
+        )
+        assert await _get(session, user.id, read_only=True) == user
+    finally:
+        await session.close()
+
+
+async def test_a_connection_invalidated_with_its_pool_is_not_taken_synchronously(
+    session: SQLAlchemySession,
+) -> None:
+    user = await _stored(session, 82)
+    pool = session.primary.sync_engine.pool
+    assert isinstance(pool, ElasticQueuePool)
+    fairy = pool.connect_nowait()
+    assert fairy is not None
+    fairy.close()
+    await asyncio.sleep(0.01)  # invalidation compares wall-clock times
+    fairy = pool.connect_nowait()
+    assert fairy is not None
+    fairy.invalidate(soft=True)  # as after a disconnect: older connections are stale
+    fairy.close()
+    assert pool.connect_nowait() is None
+    assert await _get(session, user.id, read_only=True) == user
 
 
 async def test_the_pool_keeps_overflow_connections_while_requests_queue_for_them(
