@@ -67,8 +67,13 @@ class ElasticQueuePool(AsyncAdaptedQueuePool):
         takes the next idle connection only when none of those applies, through
         ``self.connect`` (so pool events and wait metrics are unchanged).
         """
-        record = self._next_idle()
-        if record is None or not self._ready(record):
+        try:
+            record = self._next_idle()
+            if record is None or not self._ready(record):
+                return None
+        except AttributeError:
+            # SQLAlchemy's private queue and record attributes moved (a new release):
+            # the awaiting checkout still works, only slower; a test pins this path.
             return None
         # The pre-ping listener reads this key: consumed here, so the decision just made
         # is the one the checkout acts on (no second look at a clock that moved on).
