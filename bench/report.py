@@ -52,7 +52,8 @@ ROUND_TRIPS = [
     "",
     "| request | Redis | PostgreSQL | how we know |",
     "|---|---|---|---|",
-    "| get by id, cache hit | 1 (`HMGET`) | 0 | by construction (`RedisCacheBackend._hmget`) "
+    "| get by id, cache hit | 1 (`HMGET`, on the shared pipelined connection: concurrent "
+    "lookups share one write) | 0 | by construction (`RedisCacheBackend.get`, `PipelinedRedis`) "
     "and the hit counter |",
     "| get by id, cache off | 0 | 1 (`SELECT`, autocommit, replica) "
     "| tests/integration/test_direct_reads.py (asyncpg query logger) |",
@@ -62,6 +63,11 @@ ROUND_TRIPS = [
     "| docs/performance.md |",
     "",
     "A PostgreSQL connection idle for more than 1 s is pinged first (+3 round trips).",
+    "",
+    "## Where the missed targets' time goes",
+    "",
+    "Profiles (py-spy, and CPU per request from `python -m bench.inprocess`) and what each "
+    "miss is made of: docs/performance.md, section *What remains, and why*.",
 ]
 
 
