@@ -46,12 +46,12 @@ async def test_a_request_is_one_trace_of_server_cache_unit_of_work_and_sql_spans
         assert (await client.get(f"/api/v1/users/{user_id}")).status_code == 200
         finished = spans.spans()
 
-        async def hit() -> bool:  # the entry is stored after the first answer
+        async def answered_from_cache() -> bool:  # stored after the first answer
             spans.start()
             response = await client.get(f"/api/v1/users/{user_id}")
             return response.headers["x-cache"] == "hit"
 
-        await poll_until(hit, what="a cache hit")
+        await poll_until(answered_from_cache, what="a cache hit")
     (server,) = [s for s in finished if s.kind is SpanKind.SERVER]
     assert server.name == f"GET {USER_ROUTE}"
     assert server.parent is None
