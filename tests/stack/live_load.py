@@ -8,13 +8,15 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.stack.live_stack import http_get
+from tests.support.process import wait_until
 
-__all__ = ["LOCUSTFILE", "force_primary_read", "run_locust"]
+__all__ = ["LOCUSTFILE", "force_primary_read", "read_until_cache_hit", "run_locust"]
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
@@ -67,3 +69,22 @@ def force_primary_read(url: str) -> int:
     if status != 200:
         raise AssertionError(f"forced-primary read answered {status}: {body[:300]!r}")
     return len(json.loads(body)["items"])
+
+
+def read_until_cache_hit(url: str, *, timeout: float = 20.0) -> None:
+    """Read one user by id until the answer comes from the cache (``X-Cache: hit``).
+
+    The load is write-heavy by design (its listings are invalidated all the time, and the
+    users it reads were just created, so their keys are fenced for the replica lag bound
+    + 1 s): whether it also produced a hit is a matter of timing. This makes one certain,
+    so the cache dashboards always have a hit to show."""
+    status, body = http_get(f"{url}/api/v1/users/?limit=1")
+    if status != 200 or not json.loads(body)["items"]:
+        raise AssertionError(f"no user to read: {status} {body[:300]!r}")
+    user_url = f"{url}/api/v1/users/{json.loads(body)['items'][0]['id']}"
+
+    def hit() -> bool:
+        with urllib.request.urlopen(user_url, timeout=10) as response:  # noqa: S310 - loopback
+            return bool(response.headers.get("x-cache") == "hit")
+
+    wait_until(hit, timeout=timeout, what="a read served from the cache")

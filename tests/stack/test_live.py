@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.stack.dashboards import PanelQuery, panel_queries
-from tests.stack.live_load import force_primary_read, run_locust
+from tests.stack.live_load import force_primary_read, read_until_cache_hit, run_locust
 from tests.stack.live_stack import LiveStack, app_metric, http_get, live_stack
 from tests.support import wait_until
 from tests.support.prometheus import PrometheusServer
@@ -73,6 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
                 seconds=seconds,
                 env=LOAD_ENV,
             )
+        read_until_cache_hit(running.app.base_url)
         force_primary_read(running.app.base_url)
         # Everything above is in Prometheus once it scraped the forced read.
         wait_until(
