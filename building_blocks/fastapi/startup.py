@@ -99,8 +99,13 @@ class Startup:
         ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in
         its thread pool, a thread hop on every API request."""
         if self.state != "ready":
-            what = f"failed: {self.error}" if self.state == "failed" else "starting"
-            raise UnavailableError(f"the service is {what}", retry_after=1)
+            raise UnavailableError(self.unready_reason, retry_after=1)
+
+    @property
+    def unready_reason(self) -> str:
+        """Why API requests are refused: ``the service is starting`` (or ``failed: ...``)."""
+        what = f"failed: {self.error}" if self.state == "failed" else "starting"
+        return f"the service is {what}"
 
 
 class ReadinessGate:
