@@ -2,12 +2,13 @@
 
 wrk measures what a client sees, but on a shared machine its numbers move with other
 people's load. This measures what one request costs this process: the app (the service
-or a baseline) is built in this process, its lifespan started, and 64 concurrent tasks
+or a baseline) is built in this process, its lifespan started, every id read once (the
+cached variants then measure hits), and 64 concurrent tasks
 call its ASGI interface with ``GET /api/v1/users/<random id>``; the CPU time of the
 process (``time.process_time``, which other processes do not inflate) over the requests
 is divided by their number. No HTTP parsing or sockets to the client: compare variants
 with each other, not with wrk's numbers. Profile one with
-``py-spy record -o prof.svg -- python -m bench.inprocess --only svc-hit``.
+``py-spy record -o prof.svg -- python -m bench.inprocess --only service``.
 
 Starts its own PostgreSQL primary + replica and Redis (`bench.stack`), like ``make bench``.
 """
@@ -24,39 +25,25 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios import server_specs
+from bench.servers import ServerSpec
 from bench.stack import Stack, running_stack
 
 __all__ = ["main"]
 
-Factory = Callable[[], Any]
+
+def _variants(stack: Stack) -> dict[str, ServerSpec]:
+    """The servers `make bench` runs (bench/scenarios.py), by name."""
+    return {spec.name: spec for spec in server_specs(stack)}
 
 
-def _variants(stack: Stack) -> dict[str, tuple[str, dict[str, str]]]:
-    service = {
-        "DATABASE_URL": stack.primary_url,
-        "DATABASE_REPLICA_URLS": stack.replica_url,
-        "REDIS_URL": stack.redis_url,
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-    }
-    hit = {**service, "CACHE_TTL_SECONDS": "3600", "CACHE_TIMEOUT_SECONDS": "0.5"}
-    miss = {**service, "CACHE_TTL_SECONDS": "0"}
-    off = {"TELEMETRY_ENABLED": "false"}
-    baseline = {"BENCH_PG_DSN": stack.replica_dsn, "BENCH_REDIS_URL": stack.redis_url}
-    app = "app.main"
-    return {
-        "svc-hit": (app, hit),
-        "svc-hit-notel": (app, {**hit, **off}),
-        "svc-miss": (app, miss),
-        "svc-miss-notel": (app, {**miss, **off}),
-        "bare": ("bench.baselines.bare", baseline),
-        "asyncpg": ("bench.baselines.pg", baseline),
-        "redis-aside": ("bench.baselines.redis_aside", baseline),
-    }
+def _app_of(spec: ServerSpec) -> Any:
+    module, function = spec.factory.split(":")
+    return getattr(importlib.import_module(module), function)()
 
 
 async def _call(app: Any, path: str, state: dict[str, Any]) -> int:
@@ -106,7 +93,14 @@ async def _measure(app: Any, paths: list[str], requests: int, repeats: int) -> l
                     raise RuntimeError(f"unexpected status {status}")
 
         tasks = 64
-        await asyncio.gather(*(worker(3200 // tasks) for _ in range(tasks)))  # warm (fills)
+        todo = list(paths)
+
+        async def fill() -> None:  # every id once: the cached variants measure hits
+            while todo:
+                await _call(app, todo.pop(), state)
+
+        await asyncio.gather(*(fill() for _ in range(tasks)))
+        await asyncio.gather(*(worker(3200 // tasks) for _ in range(tasks)))  # warm
         per_request: list[float] = []
         for _ in range(repeats):
             started = time.process_time()
@@ -117,7 +111,9 @@ async def _measure(app: Any, paths: list[str], requests: int, repeats: int) -> l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
-    parser.add_argument("--only", help="one variant (default: each, one process each)")
+    parser.add_argument(
+        "--only", help="one server of bench/scenarios.py (default: each, one process each)"
+    )
     parser.add_argument("--requests", type=int, default=6400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
@@ -127,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         primary, replica, redis_url, ids_file = args.stack.split("|")
         ids = Path(ids_file).read_text().split()
         stack = Stack(primary, replica, redis_url, ())
-        module, env = _variants(stack)[args.only]
-        os.environ.update(env)
-        app = importlib.import_module(module).create_app()
+        spec = _variants(stack)[args.only]
+        os.environ.update(spec.env)
+        app = _app_of(spec)
         logging.getLogger().handlers[:] = [logging.StreamHandler(Path(os.devnull).open("w"))]  # noqa: SIM115 - lives as long as the process
         paths = [f"/api/v1/users/{i}" for i in ids]
         results = asyncio.run(_measure(app, paths, args.requests, args.repeats))
