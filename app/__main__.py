@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIGURATION
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, settings.log_format, flush_interval=settings.log_flush_seconds
+    )
     print(
         f"users service on http://{args.host}:{args.port} (docs: /docs) - database "
         f"{describe_url(database.url)}",

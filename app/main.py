@@ -67,7 +67,9 @@ def create_app(
     settings = settings or Settings.from_env()
     if telemetry is None:
         telemetry = settings.telemetry_enabled
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, settings.log_format, flush_interval=settings.log_flush_seconds
+    )
     # Instruments on a registry of this app (tests build many apps in one process).
     metrics = Metrics(CollectorRegistry())
     session = database or SQLAlchemySession(settings.database(), metrics=metrics)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     cache_max_connections: int = Field(default=64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # INFO lines (the access log) are written in batches at most this far apart; WARNING
+    # and worse at once. 0 writes every line at once.
+    log_flush_seconds: float = Field(default=0.2, ge=0, le=10)
     service_name: str = Field(default="users", validation_alias="OTEL_SERVICE_NAME")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Telemetry (see docs/observability.md): the OTEL_* variables that decide whether and

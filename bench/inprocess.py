@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = _variants(stack)[args.only]
         os.environ.update(spec.env)
         app = _app_of(spec)
-        logging.getLogger().handlers[:] = [logging.StreamHandler(Path(os.devnull).open("w"))]  # noqa: SIM115 - lives as long as the process
+        # The app's own handler (format, batching) writing to /dev/null instead of stderr.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(Path(os.devnull).open("w"))  # noqa: SIM115 - lives as long as the process
         paths = [f"/api/v1/users/{i}" for i in ids]
         results = asyncio.run(_measure(app, paths, args.requests, args.repeats))
         spread = ", ".join(f"{r:.0f}" for r in results)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -22,7 +24,14 @@ import orjson
 
 from building_blocks.telemetry.context import trace_ids
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "TextFormatter", "configure_logging", "redact"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "BufferedStreamHandler",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "redact",
+]
 
 ACCESS_LOGGER = "building_blocks.access"
 
@@ -121,21 +130,124 @@ def _fallback(value: object) -> str:
     return redact(str(value))
 
 
+class BufferedStreamHandler(logging.StreamHandler[TextIO]):
+    """A `logging.StreamHandler` that writes lines in batches.
+
+    `logging.StreamHandler` writes and flushes every record: at a line per request that
+    is a ``write`` system call per request (stderr is line-buffered besides). Here lines
+    below WARNING wait at most ``flush_interval`` seconds (or until ``max_lines`` are
+    pending) and go out in one write; a WARNING or worse goes out at once, with what
+    was pending before it, so order is kept. A background thread flushes a quiet
+    buffer; it sleeps while nothing is pending. ``flush()`` (and `logging.shutdown` at
+    exit) writes what is pending. A process killed with SIGKILL loses at most the last
+    ``flush_interval`` of INFO lines. The standard library's `MemoryHandler` buffers
+    records but still writes them to its target one by one, so it saves no writes.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, *, flush_interval: float = 0.2, max_lines: int = 512
+    ) -> None:
+        super().__init__(stream)
+        self.flush_interval = flush_interval
+        self.max_lines = max_lines
+        self._pending: list[str] = []
+        self._has_pending = threading.Event()
+        self._stopping = False
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            pending = self._pending
+            pending.append(self.format(record))
+            if record.levelno >= logging.WARNING or len(pending) >= self.max_lines:
+                self._write_pending()
+            elif len(pending) == 1:
+                self._wake_flusher()
+        except RecursionError:  # as logging.StreamHandler does
+            raise
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_pending()
+            super().flush()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            self._stopping = True
+            self._has_pending.set()  # lets the flusher thread return
+            try:
+                self._write_pending()
+            except (OSError, ValueError):  # the stream is already closed (at exit)
+                self._pending.clear()
+            super().close()
+        finally:
+            self.release()
+
+    def _write_pending(self) -> None:
+        """Write what is pending in one call (the caller holds the handler's lock)."""
+        if self._pending:
+            text = self.terminator.join(self._pending) + self.terminator
+            self._pending.clear()
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _wake_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_quiet_buffers, name="log-flusher", daemon=True
+            )
+            self._flusher.start()
+        self._has_pending.set()
+
+    def _flush_quiet_buffers(self) -> None:
+        while True:
+            self._has_pending.wait()
+            if self._stopping:
+                return
+            # A burst shares one write; a lone line waits at most flush_interval.
+            time.sleep(self.flush_interval)
+            self.acquire()
+            try:
+                self._has_pending.clear()
+                self._write_pending()
+            except (OSError, ValueError):  # closed stream: nothing to write to
+                self._pending.clear()
+            finally:
+                self.release()
+
+
 _HANDLER_MARK = "_bb_handler"
 
 
 def configure_logging(
-    level: str = "INFO", fmt: Literal["text", "json"] = "text", *, stream: TextIO | None = None
+    level: str = "INFO",
+    fmt: Literal["text", "json"] = "text",
+    *,
+    stream: TextIO | None = None,
+    flush_interval: float = 0.0,
 ) -> logging.Handler:
     """Route every stdlib logger through one handler on the root logger.
 
-    Idempotent: a handler installed by an earlier call is replaced, other handlers (a
-    test runner's capture) are kept. Returns the handler.
+    Idempotent: a handler installed by an earlier call is replaced (and flushed), other
+    handlers (a test runner's capture) are kept. ``flush_interval > 0`` batches lines
+    below WARNING for up to that many seconds (`BufferedStreamHandler`); ``0`` writes
+    each line at once, as `logging.StreamHandler` does. Returns the handler.
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+        old.close()  # writes what a buffered handler still holds; never closes the stream
+    handler: logging.StreamHandler[TextIO] = (
+        BufferedStreamHandler(stream or sys.stderr, flush_interval=flush_interval)
+        if flush_interval > 0
+        else logging.StreamHandler(stream or sys.stderr)
+    )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_TraceFilter())
     setattr(handler, _HANDLER_MARK, True)

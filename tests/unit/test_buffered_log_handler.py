@@ -1,0 +1,116 @@
+"""`BufferedStreamHandler`: INFO lines in batches, WARNING at once, nothing left behind."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from building_blocks.telemetry import configure_logging
+from building_blocks.telemetry.logging import BufferedStreamHandler
+
+
+class CountingStream(io.StringIO):
+    """A real text stream that also counts how many times it was written to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    log = logging.getLogger("test.buffered")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    yield log
+    for handler in log.handlers[:]:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def attach(log: logging.Logger, **options: float) -> tuple[BufferedStreamHandler, CountingStream]:
+    stream = CountingStream()
+    handler = BufferedStreamHandler(stream, **options)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return handler, stream
+
+
+def test_a_burst_of_info_lines_is_one_write(logger: logging.Logger) -> None:
+    _, stream = attach(logger, flush_interval=60)
+    for i in range(100):
+        logger.info("line %d", i)
+    assert stream.getvalue() == ""  # held: the interval has not passed
+    logger.warning("now")
+    assert stream.writes == 1
+    lines = stream.getvalue().splitlines()
+    assert lines == [f"INFO line {i}" for i in range(100)] + ["WARNING now"]  # in order
+
+
+def test_a_quiet_buffer_is_written_after_the_interval(logger: logging.Logger) -> None:
+    _, stream = attach(logger, flush_interval=0.05)
+    logger.info("alone")
+    started = time.monotonic()
+    while "INFO alone" not in stream.getvalue():  # written by the flusher thread
+        assert time.monotonic() - started < 5, "the line was never written"
+        time.sleep(0.01)
+    # A second quiet line is written too: the flusher sleeps and wakes again.
+    logger.info("later")
+    while "INFO later" not in stream.getvalue():
+        assert time.monotonic() - started < 5, "the second line was never written"
+        time.sleep(0.01)
+    assert stream.writes == 2
+
+
+def test_max_lines_bounds_what_is_held(logger: logging.Logger) -> None:
+    _, stream = attach(logger, flush_interval=60, max_lines=10)
+    for i in range(25):
+        logger.info("line %d", i)
+    assert stream.writes == 2
+    assert len(stream.getvalue().splitlines()) == 20
+
+
+def test_flush_and_close_write_what_is_pending(logger: logging.Logger) -> None:
+    handler, stream = attach(logger, flush_interval=60)
+    logger.info("one")
+    handler.flush()
+    assert stream.getvalue() == "INFO one\n"
+    logger.info("two")
+    logger.removeHandler(handler)
+    handler.close()
+    assert stream.getvalue() == "INFO one\nINFO two\n"
+
+
+def test_reconfiguring_writes_the_old_handlers_pending_lines() -> None:
+    stream = CountingStream()
+    configure_logging("INFO", "text", stream=stream, flush_interval=60)
+    try:
+        logging.getLogger("test.reconfigure").info("before reconfiguring")
+        assert stream.getvalue() == ""
+        configure_logging("INFO", "text", stream=io.StringIO())
+        assert "before reconfiguring" in stream.getvalue()
+    finally:
+        configure_logging("INFO", "text")
+
+
+def test_a_failing_stream_is_reported_not_raised(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    handler = BufferedStreamHandler(Broken(), flush_interval=60)
+    logger.addHandler(handler)
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    logger.error("cannot be written")  # must not raise into the caller
+    assert [r.getMessage() for r in reported] == ["cannot be written"]
