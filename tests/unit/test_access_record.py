@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from building_blocks.fastapi.telemetry import _AccessRecords  # noqa: PLC2701 - the unit under test
+from building_blocks.fastapi.telemetry import _AccessRecords
 from building_blocks.telemetry.logging import ACCESS_LOGGER
 
 
