@@ -117,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=6400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--stack", help=argparse.SUPPRESS)  # internal: url|url|url|ids-file
+    parser.add_argument("--stack", help=argparse.SUPPRESS)  # internal: url|url|url|url|ids-file
     args = parser.parse_args(argv)
     if args.stack:  # a child: measure one variant against a running stack
-        primary, replica, redis_url, ids_file = args.stack.split("|")
+        primary, replica, redis_url, otlp, ids_file = args.stack.split("|")
         ids = Path(ids_file).read_text().split()
-        stack = Stack(primary, replica, redis_url, ())
+        stack = Stack(primary, replica, redis_url, (), otlp)
         spec = _variants(stack)[args.only]
         os.environ.update(spec.env)
         app = _app_of(spec)
@@ -148,7 +148,10 @@ def _run_all(args: argparse.Namespace) -> int:
             ids_file = work / "ids.txt"
             ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
             names = [args.only] if args.only else list(_variants(stack))
-            spec = f"{stack.primary_url}|{stack.replica_url}|{stack.redis_url}|{ids_file}"
+            spec = "|".join(
+                (stack.primary_url, stack.replica_url, stack.redis_url, stack.otlp_endpoint)
+            )
+            spec += f"|{ids_file}"
             for name in names:  # a fresh process each: no state carried between variants
                 subprocess.run(
                     [

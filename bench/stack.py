@@ -19,6 +19,7 @@ from app.users.domain import User
 from app.users.repository import SqlUserRepository
 from building_blocks import DatabaseConfig, SQLAlchemySession
 from tests.support import PostgresServer, RedisServer
+from tests.support.otlp import OtlpReceiver
 
 __all__ = ["Stack", "running_stack", "seed_users"]
 
@@ -41,6 +42,7 @@ class Stack:
     replica_url: str
     redis_url: str
     user_ids: tuple[uuid.UUID, ...]
+    otlp_endpoint: str = ""  # where the services export spans (decoded and counted)
 
     @property
     def primary_dsn(self) -> str:
@@ -54,7 +56,8 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(base_dir: Path, *, users: int) -> Iterator[Stack]:
-    """Start primary, replica and Redis under ``base_dir``; seed ``users`` users."""
+    """Start primary, replica, Redis and an OTLP/HTTP trace receiver (standing in for
+    the stack's OpenTelemetry collector) under ``base_dir``; seed ``users`` users."""
     base_dir.mkdir(parents=True, exist_ok=True)
     with PostgresServer.start_primary(base_dir, settings=_PG_SETTINGS) as primary:
         primary.create_database("bench")
@@ -64,8 +67,11 @@ def running_stack(base_dir: Path, *, users: int) -> Iterator[Stack]:
         with (
             PostgresServer.start_replica(primary, base_dir, settings=_PG_SETTINGS) as replica,
             RedisServer.start_new(base_dir) as redis,
+            OtlpReceiver(keep=False) as otlp,
         ):
-            yield Stack(primary_url, replica.url(database="bench"), redis.url, tuple(ids))
+            yield Stack(
+                primary_url, replica.url(database="bench"), redis.url, tuple(ids), otlp.endpoint
+            )
 
 
 async def seed_users(url: str, count: int) -> list[uuid.UUID]:

@@ -94,11 +94,11 @@ class TelemetryMiddleware:
         method: str = scope["method"]
         headers: Headers = scope["headers"]
         # Most requests carry no trace headers: skip the propagators' parsing then.
-        parent = (
-            propagate.extract(headers, getter=_GETTER)
-            if any(k in self._propagation_headers for k, _ in headers)
-            else None
-        )
+        parent = None
+        for name, _ in headers:
+            if name in self._propagation_headers:
+                parent = propagate.extract(headers, getter=_GETTER)
+                break
         path: str = scope["path"]
         span = self._tracer.start_span(
             method,
@@ -140,10 +140,13 @@ class TelemetryMiddleware:
                     method, route, str(status)
                 )
             span_context = span.get_span_context()
-            sampled = span_context.trace_flags.sampled
-            trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+            # 0 is the invalid id (tracing off): no ids in the log line, no exemplar.
+            trace_id = format(span_context.trace_id, "032x") if span_context.trace_id else None
             child.observe(
-                elapsed, exemplar={"trace_id": trace_id} if sampled and trace_id else None
+                elapsed,
+                exemplar={"trace_id": trace_id}
+                if trace_id and span_context.trace_flags.sampled
+                else None,
             )
             active.dec()
             if span.is_recording():

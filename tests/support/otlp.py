@@ -16,10 +16,14 @@ __all__ = ["OtlpReceiver"]
 
 
 class OtlpReceiver:
-    """Listens on 127.0.0.1 (free port) for ``POST /v1/traces`` (protobuf)."""
+    """Listens on 127.0.0.1 (free port) for ``POST /v1/traces`` (protobuf).
 
-    def __init__(self) -> None:
+    ``keep=False`` (a benchmark's collector) decodes and counts the spans but keeps no
+    request, so memory stays flat however long it runs."""
+
+    def __init__(self, *, keep: bool = True) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
+        self.span_count = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,7 +35,11 @@ class OtlpReceiver:
                     return
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
-                receiver.requests.append(request)
+                receiver.span_count += sum(
+                    len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans
+                )
+                if keep:
+                    receiver.requests.append(request)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
