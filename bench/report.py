@@ -118,6 +118,16 @@ def _other_targets(results: Results) -> list[str]:
     return out
 
 
+TELEMETRY_ON = (
+    "telemetry on (`service`, `svc get hit`, `svc get miss`) is the configuration the "
+    "compose stack and the Kubernetes base ship: a JSON access line per request, the "
+    "Prometheus metrics, and 1 trace in 10 recorded and exported over OTLP/HTTP "
+    "(`parentbased_traceidratio`, 0.1) to a receiver in the bench stack that decodes "
+    "them; the `alltraces` rows record and export every trace; `notel` is "
+    "`TELEMETRY_ENABLED=false`"
+)
+
+
 def render(results: Results, command: str) -> str:
     o = results.options
     lines = [
@@ -133,6 +143,7 @@ def render(results: Results, command: str) -> str:
         "- note: the machine is shared (other engineers run test suites on the same 2 "
         "cores), so absolute numbers move between runs; only ratios within one run mean "
         "anything, and the min-max spread shows how much a scenario moved between rounds",
+        f"- {TELEMETRY_ON}",
         "",
         "| scenario | conns | req/s (median) | req/s (min to max) | p50 ms | p99 ms | non-2xx "
         "| socket errors | peak RSS MB (server) | what |",

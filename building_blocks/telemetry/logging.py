@@ -30,6 +30,7 @@ __all__ = [
     "JsonFormatter",
     "TextFormatter",
     "configure_logging",
+    "direct_json_handler",
     "redact",
 ]
 
@@ -92,23 +93,43 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
+        extra = {k: fields[k] for k in fields.keys() - _STANDARD if k[0] != "_"}
+        if record.exc_info:
+            extra["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            extra["exception"] = redact(record.exc_text)
+        return self.format_fields(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            fields.get("trace_id"),
+            fields.get("span_id"),
+            extra,
+        )
+
+    def format_fields(  # noqa: PLR0917 - the fields of one line, in its order
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        trace_id: str | None,
+        span_id: str | None,
+        extra: dict[str, Any],
+    ) -> str:
+        """The line of a record with these fields (`direct_json_handler`'s callers use it
+        without building the record)."""
         entry: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": redact(record.getMessage()),
+            "time": self._time(created),
+            "level": level,
+            "logger": logger,
+            "message": redact(message),
         }
-        trace_id = fields.get("trace_id")
         if trace_id:
             entry["trace_id"] = trace_id
-            entry["span_id"] = fields.get("span_id")
-        for key in fields.keys() - _STANDARD:
-            if key[0] != "_":
-                entry[key] = fields[key]
-        if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info))
-        elif record.exc_text:
-            entry["exception"] = redact(record.exc_text)
+            entry["span_id"] = span_id
+        entry.update(extra)
         return orjson.dumps(entry, default=_fallback).decode()
 
 
@@ -157,16 +178,30 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            pending = self._pending
-            pending.append(self.format(record))
-            if record.levelno >= logging.WARNING or len(pending) >= self.max_lines:
-                self._write_pending()
-            elif len(pending) == 1:
-                self._wake_flusher()
+            self._add(self.format(record), record.levelno)
         except RecursionError:  # as logging.StreamHandler does
             raise
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
+
+    def emit_line(self, line: str, level: int) -> None:
+        """Write a line formatted by the caller, as `emit` writes a record's. For
+        `direct_json_handler`'s callers; a failed write is dropped, never raised."""
+        self.acquire()
+        try:
+            self._add(line, level)
+        except (OSError, ValueError):
+            self._pending.clear()
+        finally:
+            self.release()
+
+    def _add(self, line: str, level: int) -> None:
+        pending = self._pending
+        pending.append(line)
+        if level >= logging.WARNING or len(pending) >= self.max_lines or self.flush_interval <= 0:
+            self._write_pending()
+        elif len(pending) == 1:
+            self._wake_flusher()
 
     def flush(self) -> None:
         self.acquire()
@@ -243,11 +278,7 @@ def configure_logging(
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
         old.close()  # writes what a buffered handler still holds; never closes the stream
-    handler: logging.StreamHandler[TextIO] = (
-        BufferedStreamHandler(stream or sys.stderr, flush_interval=flush_interval)
-        if flush_interval > 0
-        else logging.StreamHandler(stream or sys.stderr)
-    )
+    handler = BufferedStreamHandler(stream or sys.stderr, flush_interval=flush_interval)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_TraceFilter())
     setattr(handler, _HANDLER_MARK, True)
@@ -261,3 +292,43 @@ def configure_logging(
     # uvicorn's own access line would duplicate ours (and it has no route template).
     logging.getLogger("uvicorn.access").disabled = True
     return handler
+
+
+def direct_json_handler(
+    logger: logging.Logger, level: int
+) -> tuple[BufferedStreamHandler, JsonFormatter] | None:
+    """The handler (and its formatter) that a record of ``logger`` at ``level`` would
+    reach, when that is exactly one handler, the one `configure_logging` installed with
+    the JSON format, and nothing on the way filters records; else ``None``.
+
+    For the access line (one per request): when this answers, the caller formats the line
+    with `JsonFormatter.format_fields` and hands it to `BufferedStreamHandler.emit_line`,
+    skipping the `LogRecord` and `logging`'s dispatch, about half of the line's cost. The
+    line is the one the record would have made (tests/unit/test_direct_access_line.py).
+    Any other set-up (a test's capture handler, a filter, the text format) answers
+    ``None`` and the caller logs a record as usual. The caller checks
+    ``logger.isEnabledFor(level)`` first."""
+    if logger.filters or logger.disabled:
+        return None
+    found: logging.Handler | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        for handler in node.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not node.propagate:
+            break
+        node = node.parent
+    if (
+        type(found) is not BufferedStreamHandler
+        or not getattr(found, _HANDLER_MARK, False)
+        or level < found.level
+        or len(found.filters) != 1
+        or type(found.filters[0]) is not _TraceFilter
+    ):
+        return None
+    formatter = found.formatter
+    if type(formatter) is not JsonFormatter:
+        return None
+    return found, formatter

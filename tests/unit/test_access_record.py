@@ -13,7 +13,7 @@ def test_template_records_equal_fresh_records_but_for_the_time() -> None:
     records = _AccessRecords()
     for level in (logging.INFO, logging.DEBUG, logging.INFO):
         before = time.time()
-        made = records.record(level, "GET /x 200 1.0ms")
+        made = records.record(level, "GET /x 200 1.0ms", time.time())
         fresh = logging.LogRecord(
             ACCESS_LOGGER, level, made.pathname, 0, "GET /x 200 1.0ms", None, None
         )

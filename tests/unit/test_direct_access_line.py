@@ -1,0 +1,108 @@
+"""The access line written directly (no `LogRecord`) is the line `logging` would write."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import orjson
+
+from building_blocks.fastapi.telemetry import _log_access, access_log
+from building_blocks.telemetry import configure_logging
+from building_blocks.telemetry.context import RequestNotes
+from building_blocks.telemetry.logging import direct_json_handler
+
+ARGS = (
+    "GET",
+    "/api/v1/users/{user_id}",
+    "/api/v1/users/6f1c2a9e-0000-4000-8000-000000000001",
+    200,
+    0.0012345,
+    RequestNotes(pools=["replica-0"], cache="miss"),
+    "0af7651916cd43dd8448eb211c80319c",
+    "b7ad6b7169203331",
+)
+
+
+@contextmanager
+def only_our_handler() -> Iterator[io.StringIO]:
+    """The service's own JSON handler as the root logger's only one, as in production
+    (pytest adds capture handlers to the root logger for each test phase)."""
+    root = logging.getLogger()
+    others = root.handlers[:]
+    root.handlers.clear()
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)  # flush_interval 0: each line at once
+    try:
+        yield out
+    finally:
+        configure_logging("INFO", "text")
+        root.handlers[:] = others
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_direct_and_record_lines_are_the_same() -> None:
+    with only_our_handler() as stream:
+        _direct_then_through_a_record(stream)
+
+
+def _direct_then_through_a_record(stream: io.StringIO) -> None:
+    assert direct_json_handler(access_log, logging.INFO) is not None
+    _log_access(logging.INFO, *ARGS)  # written directly
+    capture = Capture()
+    access_log.addHandler(capture)  # a second destination: now through a record
+    try:
+        assert direct_json_handler(access_log, logging.INFO) is None
+        _log_access(logging.INFO, *ARGS)
+    finally:
+        access_log.removeHandler(capture)
+    direct, through_record = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert direct.pop("time")[:4] == through_record.pop("time")[:4]
+    assert direct == through_record
+    assert direct["trace_id"] == ARGS[6]
+    assert direct["pool"] == "replica-0"
+    assert direct["message"] == "GET /api/v1/users/{user_id} 200 1.2ms"
+    assert [r.getMessage() for r in capture.records] == [direct["message"]]
+
+
+def test_anything_that_could_see_or_drop_the_record_takes_the_logging_path() -> None:
+    with only_our_handler() as stream:
+        _check_fallbacks(stream)
+
+
+def _check_fallbacks(stream: io.StringIO) -> None:
+    root = logging.getLogger()
+    (ours,) = root.handlers
+    assert direct_json_handler(access_log, logging.INFO) is not None
+    assert direct_json_handler(access_log, logging.DEBUG) is not None  # handler level 0
+
+    access_log.addFilter(lambda record: True)
+    assert direct_json_handler(access_log, logging.INFO) is None
+    access_log.filters.clear()
+
+    ours.addFilter(lambda record: True)
+    assert direct_json_handler(access_log, logging.INFO) is None
+    ours.filters.pop()
+
+    ours.setLevel(logging.WARNING)
+    assert direct_json_handler(access_log, logging.INFO) is None
+    ours.setLevel(logging.NOTSET)
+
+    access_log.propagate = False  # the record would reach no handler at all
+    try:
+        assert direct_json_handler(access_log, logging.INFO) is None
+    finally:
+        access_log.propagate = True
+
+    configure_logging("INFO", "text", stream=stream)
+    assert direct_json_handler(access_log, logging.INFO) is None
