@@ -22,6 +22,7 @@ from opentelemetry import trace
 from building_blocks.cache.backend import CacheBackend, CacheBusyError, Lookup
 from building_blocks.cache.breaker import BreakerState, CircuitBreaker
 from building_blocks.cache.config import CacheConfig
+from building_blocks.telemetry.context import start_child_span
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["BYPASS", "ERROR", "GuardedBackend"]
@@ -102,8 +103,8 @@ class GuardedBackend:
         return found
 
     def _get_span(self, started_ns: int) -> trace.Span:
-        return self._tracer.start_span(
-            "cache get", attributes=self._span_attributes, start_time=started_ns
+        return start_child_span(
+            self._tracer, "cache get", attributes=self._span_attributes, start_time=started_ns
         )
 
     async def lease(self, key: str, token: str, tags: Sequence[str]) -> bool:
@@ -158,7 +159,9 @@ class GuardedBackend:
         if not self.breaker.allow():
             self._maybe_probe()
             return None
-        span = self._tracer.start_span(f"cache {operation}", attributes=self._span_attributes)
+        span = start_child_span(
+            self._tracer, f"cache {operation}", attributes=self._span_attributes
+        )
         started = time.perf_counter()
         try:
             result = await function(*args)
@@ -172,7 +175,7 @@ class GuardedBackend:
         return True if result is None else result
 
     async def _invalidate_now(self, keys: Sequence[str], tags: Sequence[str], token: str) -> None:
-        span = self._tracer.start_span("cache invalidate", attributes=self._span_attributes)
+        span = start_child_span(self._tracer, "cache invalidate", attributes=self._span_attributes)
         started = time.perf_counter()
         try:
             await self.backend.invalidate(

@@ -24,7 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from building_blocks.telemetry.context import note_pool
+from building_blocks.telemetry.context import note_pool, start_child_span
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["QueryInstrumentation", "db_system_name", "parse_statement"]
@@ -118,7 +118,8 @@ class QueryInstrumentation:
                 return
             operation, collection = parse_statement(statement)
             name = f"{operation} {collection}".strip() or system
-            span = tracer.start_span(
+            span = start_child_span(
+                tracer,
                 name,
                 kind=SpanKind.CLIENT,
                 attributes={

@@ -24,6 +24,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from building_blocks.telemetry.context import start_child_span
+
 __all__ = ["AbstractUnitOfWork", "UnitOfWork", "UnitOfWorkFactory"]
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,9 @@ class AbstractUnitOfWork(ABC, Generic[R]):
         if self._open:
             raise RuntimeError("a unit of work cannot be entered twice")
         # One span per unit of work: its statements (and cache calls) become its children.
-        span = _tracer.start_span("unit of work", attributes={"uow.read_only": self.read_only})
+        span = start_child_span(
+            _tracer, "unit of work", attributes={"uow.read_only": self.read_only}
+        )
         self._span = span
         if span.is_recording():
             # Made current only when recorded: a span that is not (telemetry off, or this

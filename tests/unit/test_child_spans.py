@@ -1,0 +1,50 @@
+"""`start_child_span`: children of a sampled-out trace are not started at all."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+from building_blocks.telemetry.context import start_child_span
+
+
+def tracer_with(sampler: ParentBased) -> tuple[trace.Tracer, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
+
+
+def test_under_a_recorded_span_the_child_is_recorded_with_its_parent() -> None:
+    tracer, exporter = tracer_with(ParentBased(ALWAYS_ON))
+    with tracer.start_as_current_span("request") as parent:
+        child = start_child_span(tracer, "SELECT users", kind=trace.SpanKind.CLIENT)
+        child.end()
+    finished = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(finished) == {"request", "SELECT users"}
+    select = finished["SELECT users"]
+    assert select.kind is trace.SpanKind.CLIENT
+    assert select.parent is not None
+    assert select.parent.span_id == parent.get_span_context().span_id
+
+
+def test_under_a_sampled_out_span_no_span_is_started() -> None:
+    tracer, exporter = tracer_with(ParentBased(ALWAYS_OFF))
+    with tracer.start_as_current_span("request") as parent:
+        assert parent.get_span_context().is_valid  # a real trace, not recorded
+        child = start_child_span(tracer, "SELECT users")
+        assert child is trace.INVALID_SPAN
+        child.end()  # callers end it as any span: a no-op
+    assert exporter.get_finished_spans() == ()
+
+
+def test_outside_any_trace_the_span_is_a_root_as_usual() -> None:
+    tracer, exporter = tracer_with(ParentBased(ALWAYS_ON))
+    span = start_child_span(tracer, "migration")
+    span.end()
+    (root,) = exporter.get_finished_spans()
+    assert root.name == "migration"
+    assert root.parent is None
