@@ -13,10 +13,12 @@ messages and tracebacks are not ours, so the formatter also masks the password o
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -175,6 +177,7 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         self._has_pending = threading.Event()
         self._stopping = False
         self._flusher: threading.Thread | None = None
+        _BUFFERED_HANDLERS.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -232,6 +235,13 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
             self.stream.write(text)
             self.stream.flush()
 
+    def _after_fork_in_child(self) -> None:
+        # A pre-fork server's worker inherits the handler but not its thread, and the
+        # lines pending at the fork are the parent's to write (not twice).
+        self._pending.clear()
+        self._has_pending = threading.Event()
+        self._flusher = None
+
     def _wake_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = threading.Thread(
@@ -256,6 +266,16 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
             finally:
                 self.release()
 
+
+_BUFFERED_HANDLERS: weakref.WeakSet[BufferedStreamHandler] = weakref.WeakSet()
+
+
+def _reset_buffered_handlers_in_child() -> None:
+    for handler in list(_BUFFERED_HANDLERS):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_buffered_handlers_in_child)
 
 _HANDLER_MARK = "_bb_handler"
 

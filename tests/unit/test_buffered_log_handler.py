@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,36 @@ def test_a_failing_stream_is_reported_not_raised(
     monkeypatch.setattr(handler, "handleError", reported.append)
     logger.error("cannot be written")  # must not raise into the caller
     assert [r.getMessage() for r in reported] == ["cannot be written"]
+
+
+def test_a_forked_child_flushes_its_own_lines_and_not_the_parents(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    path = tmp_path / "log"
+    stream = path.open("w", encoding="utf-8")
+    handler = BufferedStreamHandler(stream, flush_interval=0.05)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.info("parent, written")
+    while "parent, written" not in path.read_text(encoding="utf-8"):  # flusher is running
+        time.sleep(0.01)
+    logger.info("parent, pending at the fork")  # held by the parent's buffer
+    pid = os.fork()
+    if pid == 0:  # the child: its line must come out without the parent's flusher thread
+        code = 1
+        try:
+            logger.info("child")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if "child" in path.read_text(encoding="utf-8").splitlines():
+                    code = 0
+                    break
+                time.sleep(0.01)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    handler.flush()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's line was never written"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines.count("parent, pending at the fork") == 1  # not written by the child too
+    stream.close()
