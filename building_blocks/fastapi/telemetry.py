@@ -235,11 +235,15 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
     direct = direct_json_handler(access_log, level)
     if direct is not None:
         handler, formatter = direct
-        line = formatter.format_fields(
-            created, _LEVEL_NAMES[level], ACCESS_LOGGER, message, trace_id, span_id, extra
-        )
-        handler.emit_line(line, level)
-        return
+        try:
+            line = formatter.format_fields(
+                created, _LEVEL_NAMES[level], ACCESS_LOGGER, message, trace_id, span_id, extra
+            )
+        except Exception:  # noqa: S110 - the logging path below reports it (handleError)
+            pass
+        else:
+            handler.emit_line(line, level)
+            return
     record = _access_records.record(level, message, created)
     fields = record.__dict__
     fields.update(extra)

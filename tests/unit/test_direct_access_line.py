@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import orjson
+import pytest
 
 from building_blocks.fastapi.telemetry import _log_access, access_log
 from building_blocks.telemetry import configure_logging
@@ -106,3 +107,20 @@ def _check_fallbacks(stream: io.StringIO) -> None:
 
     configure_logging("INFO", "text", stream=stream)
     assert direct_json_handler(access_log, logging.INFO) is None
+
+
+def test_a_line_that_cannot_be_formatted_directly_goes_through_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Unserializable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text either")
+
+    notes = RequestNotes(cache=Unserializable())  # type: ignore[arg-type]
+    with only_our_handler() as stream:
+        handler = logging.getLogger().handlers[0]
+        reported: list[logging.LogRecord] = []
+        monkeypatch.setattr(handler, "handleError", reported.append)
+        _log_access(logging.INFO, *ARGS[:5], notes, *ARGS[6:])  # must not raise
+    assert stream.getvalue() == ""
+    assert [r.getMessage() for r in reported] == ["GET /api/v1/users/{user_id} 200 1.2ms"]
