@@ -149,9 +149,14 @@ def _run_all(args: argparse.Namespace) -> int:
             ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
             names = [args.only] if args.only else list(_variants(stack))
             spec = "|".join(
-                (stack.primary_url, stack.replica_url, stack.redis_url, stack.otlp_endpoint)
+                (
+                    stack.primary_url,
+                    stack.replica_url,
+                    stack.redis_url,
+                    stack.otlp_endpoint,
+                    str(ids_file),
+                )
             )
-            spec += f"|{ids_file}"
             for name in names:  # a fresh process each: no state carried between variants
                 subprocess.run(
                     [

@@ -46,7 +46,7 @@ class FrozenHeap:
       every ~1,600 requests, ~8% of the CPU of a cached get with telemetry on.
     * ``young_threshold``: the first generation is collected after this many net
       allocations instead of CPython's 700. Reference counting frees almost everything
-      a request allocates (the tests' request paths make no cyclic garbage), yet the
+      a request allocates (the profiled get paths made no cyclic garbage), yet the
       counter still reached 700 every ~30 requests with telemetry on, and those
       collections were another ~8% of a cached get (measured with `gc.callbacks`;
       docs/performance.md). Cyclic garbage waits a little longer to be freed, a bounded

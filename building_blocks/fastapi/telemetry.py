@@ -237,7 +237,13 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
         handler, formatter = direct
         try:
             line = formatter.format_fields(
-                created, _LEVEL_NAMES[level], ACCESS_LOGGER, message, trace_id, span_id, extra
+                created,
+                logging.getLevelName(level),
+                ACCESS_LOGGER,
+                message,
+                trace_id,
+                span_id,
+                extra,
             )
         except Exception:  # noqa: S110 - the logging path below reports it (handleError)
             pass
@@ -251,9 +257,6 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
     fields["trace_id"] = trace_id
     fields["span_id"] = span_id
     access_log.handle(record)
-
-
-_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO"}
 
 
 def _finish_span(span: trace.Span, method: str, route: str, status: int, cache: str | None) -> None:
