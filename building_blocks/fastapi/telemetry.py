@@ -31,6 +31,7 @@ from building_blocks.telemetry.context import RequestNotes, open_notes, reset_no
 from building_blocks.telemetry.exposition import MetricsExposition
 from building_blocks.telemetry.logging import ACCESS_LOGGER, direct_json_handler
 from building_blocks.telemetry.metrics import Metrics
+from building_blocks.telemetry.setup import ROOT, UnsampledRoots
 
 __all__ = ["TelemetryMiddleware", "install_telemetry", "metrics_router"]
 
@@ -75,7 +76,11 @@ class TelemetryMiddleware:
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.app = app
+        self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        # The provider is set in the lifespan, after this runs: looked up per request.
+        self._roots_of: trace.TracerProvider | None = None
+        self._roots: UnsampledRoots | None = None
         self._duration = metrics.http_duration
         self._active = metrics.http_active
         # Label lookups hash and lock; cache the children (bounded by routes x statuses).
@@ -86,30 +91,46 @@ class TelemetryMiddleware:
             f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields
         )
 
+    def _start_span(
+        self, scope: Scope, method: str, path: str
+    ) -> tuple[trace.Span, otel_context.Context | None]:
+        """The server span, and the context it continues (``None``: a new trace)."""
+        headers: Headers = scope["headers"]
+        # Most requests carry no trace headers: skip the propagators' parsing then.
+        for name, _ in headers:
+            if name in self._propagation_headers:
+                parent = propagate.extract(headers, getter=_GETTER)
+                return self._tracer.start_span(
+                    method, parent, SpanKind.SERVER, self._attributes(scope, method, path)
+                ), parent
+        # A new trace, never a child of whatever span is current.
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        if provider is not self._roots_of:
+            self._roots_of, self._roots = provider, UnsampledRoots.for_provider(provider)
+        if self._roots is not None:
+            span = self._roots.start(method)
+            if span is not None:
+                return span, None
+        return self._tracer.start_span(
+            method, ROOT, SpanKind.SERVER, self._attributes(scope, method, path)
+        ), None
+
+    @staticmethod
+    def _attributes(scope: Scope, method: str, path: str) -> dict[str, str]:
+        return {
+            "http.request.method": method,
+            "url.path": path,
+            "url.scheme": scope.get("scheme", "http"),
+        }
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         method: str = scope["method"]
-        headers: Headers = scope["headers"]
-        # Most requests carry no trace headers: skip the propagators' parsing then.
-        parent = None
-        for name, _ in headers:
-            if name in self._propagation_headers:
-                parent = propagate.extract(headers, getter=_GETTER)
-                break
         path: str = scope["path"]
-        span = self._tracer.start_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": method,
-                "url.path": path,
-                "url.scheme": scope.get("scheme", "http"),
-            },
-        )
+        span, parent = self._start_span(scope, method, path)
         span_token = otel_context.attach(trace.set_span_in_context(span, parent))
         notes, notes_token = open_notes()
         active = self._active_children.get(method)

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -32,8 +34,17 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
 
-__all__ = ["Tracing", "TracingConfig"]
+__all__ = ["ROOT", "ReusableTraceIds", "Tracing", "TracingConfig", "UnsampledRoots"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +91,9 @@ class Tracing:
             return
         resource = Resource.create({SERVICE_NAME: self.config.service_name})
         # shutdown_on_exit=False: close() flushes in the lifespan, no atexit hook needed.
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        provider = TracerProvider(
+            resource=resource, shutdown_on_exit=False, id_generator=ReusableTraceIds()
+        )
         processor = self._processor or _processor_for(self.config)
         if processor is not None:
             provider.add_span_processor(processor)
@@ -100,6 +113,87 @@ class Tracing:
         # The exporter does blocking HTTP: keep it off the event loop.
         await asyncio.to_thread(provider.force_flush, timeout_ms)
         await asyncio.to_thread(provider.shutdown)
+
+
+class ReusableTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except that a trace id handed to `reuse` is the next one
+    this thread gets: `UnsampledRoots` draws a root's trace id to ask the sampler, and
+    when the answer is "record" the SDK's span must get that same id."""
+
+    def __init__(self) -> None:
+        self._next = threading.local()
+
+    def reuse(self, trace_id: int) -> None:
+        self._next.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        trace_id: int = getattr(self._next, "trace_id", 0)
+        if trace_id:
+            self._next.trace_id = 0
+            return trace_id
+        return super().generate_trace_id()
+
+
+#: The context of a span that starts a trace: none is current in it.
+ROOT = Context()
+
+#: The samplers ``OTEL_TRACES_SAMPLER`` names (always_on/off, traceidratio and their
+#: parentbased_ forms): each decides a root span from its trace id alone.
+_ROOT_DETERMINISTIC = (StaticSampler, TraceIdRatioBased, ParentBased, ParentBasedTraceIdRatio)
+
+
+class UnsampledRoots:
+    """Server spans that start a trace, without the SDK's span machinery when the
+    sampler drops them.
+
+    Asking the SDK for a span that will not be recorded still costs ~50 Python calls
+    (ids, sampler, the tracer's own metrics, a `NonRecordingSpan`); with 1 trace in 100
+    recorded that is most requests. Here the trace id is drawn with the provider's id
+    generator and the provider's sampler is asked, as the SDK would; a dropped root
+    becomes a `NonRecordingSpan` with the flags the SDK gives it, and a recorded one
+    is left to the SDK, which gets the same trace id (`ReusableTraceIds`) and so the
+    same answer. Only for providers with those ids and a sampler of the SDK's own
+    (`for_provider`); a parent-based sampler with a custom root sampler that is not a
+    function of the trace id would record fewer roots than configured.
+    """
+
+    def __init__(self, sampler: Sampler, ids: ReusableTraceIds) -> None:
+        self._sampler = sampler
+        self._ids = ids
+        flags = trace.TraceFlags.DEFAULT
+        if ids.is_trace_id_random():
+            flags |= trace.TraceFlags.RANDOM_TRACE_ID
+        self._flags = trace.TraceFlags(flags)
+
+    @classmethod
+    def for_provider(cls, provider: trace.TracerProvider) -> UnsampledRoots | None:
+        """For an SDK provider with `ReusableTraceIds` and a built-in sampler (`Tracing`
+        makes such providers), else ``None``: then ask the SDK for every span."""
+        if not isinstance(provider, TracerProvider):
+            return None
+        ids = provider.id_generator
+        sampler = provider.sampler
+        if type(ids) is not ReusableTraceIds or type(sampler) not in _ROOT_DETERMINISTIC:
+            return None
+        return cls(sampler, ids)
+
+    def start(self, name: str) -> trace.Span | None:
+        """A root span ``name`` that is not recorded, or ``None`` when the sampler records
+        this root: the caller then starts it with the SDK, passing `ROOT` as its context
+        (a root whatever span is current, as here)."""
+        trace_id = self._ids.generate_trace_id()
+        result = self._sampler.should_sample(ROOT, trace_id, name, trace.SpanKind.SERVER)
+        if result.decision is not Decision.DROP:  # recorded (and maybe sampled)
+            self._ids.reuse(trace_id)
+            return None
+        context = trace.SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=self._flags,
+            trace_state=result.trace_state,
+        )
+        return trace.NonRecordingSpan(context)
 
 
 def _processor_for(config: TracingConfig) -> SpanProcessor | None:
