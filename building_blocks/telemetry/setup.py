@@ -89,6 +89,18 @@ class Tracing:
             # `opentelemetry-instrument` wrapper, a test run): spans go to theirs.
             log.info("a tracer provider is already installed; using it")
             return
+        provider = self.build_provider()
+        trace.set_tracer_provider(provider)
+        self._provider = provider
+        log.info(
+            "tracing on",
+            extra={"exporter": self.config.exporter, "protocol": self.config.protocol},
+        )
+
+    def build_provider(self) -> TracerProvider:
+        """The provider `start` installs: the SDK's, configured by ``OTEL_*`` (sampler,
+        resource attributes, limits), with the configured exporter and trace ids that
+        `UnsampledRoots` can reuse."""
         resource = Resource.create({SERVICE_NAME: self.config.service_name})
         # shutdown_on_exit=False: close() flushes in the lifespan, no atexit hook needed.
         provider = TracerProvider(
@@ -97,12 +109,7 @@ class Tracing:
         processor = self._processor or _processor_for(self.config)
         if processor is not None:
             provider.add_span_processor(processor)
-        trace.set_tracer_provider(provider)
-        self._provider = provider
-        log.info(
-            "tracing on",
-            extra={"exporter": self.config.exporter, "protocol": self.config.protocol},
-        )
+        return provider
 
     async def close(self) -> None:
         """Export what is buffered (bounded by ``shutdown_timeout_seconds``), then stop."""
@@ -173,7 +180,7 @@ class UnsampledRoots:
             return None
         ids = provider.id_generator
         sampler = provider.sampler
-        if type(ids) is not ReusableTraceIds or type(sampler) not in _ROOT_DETERMINISTIC:
+        if not isinstance(ids, ReusableTraceIds) or type(sampler) not in _ROOT_DETERMINISTIC:
             return None
         return cls(sampler, ids)
 

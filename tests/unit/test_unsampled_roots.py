@@ -1,0 +1,194 @@
+"""`UnsampledRoots`: a new trace the sampler drops is made without the SDK's span
+machinery, one it records is the SDK's span with the very trace id the sampler was asked
+about, so which requests are recorded is exactly what the configured sampler says."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.util.types import Attributes
+from prometheus_client import CollectorRegistry
+
+from building_blocks.fastapi.telemetry import TelemetryMiddleware
+from building_blocks.telemetry import Metrics
+from building_blocks.telemetry.setup import ReusableTraceIds, Tracing, TracingConfig, UnsampledRoots
+
+RATIO = 0.25
+REQUESTS = 400
+
+
+class _Seen:
+    """An ASGI app that answers 200 and keeps the span context each request ran in."""
+
+    def __init__(self) -> None:
+        self.contexts: list[SpanContext] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.contexts.append(trace.get_current_span().get_span_context())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _get(app: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/users/1",
+        "scheme": "http",
+        "headers": list(headers),
+        "query_string": b"",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    await app(scope, receive, send)
+
+
+class _HandedIds(ReusableTraceIds):
+    """Remembers every trace id it hands out (drawn or reused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[int] = []
+
+    def generate_trace_id(self) -> int:
+        trace_id = super().generate_trace_id()
+        self.handed.append(trace_id)
+        return trace_id
+
+
+def _provider(sampler: Sampler, **kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+    provider = TracerProvider(sampler=sampler, shutdown_on_exit=False, **kwargs)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _middleware(app: Any, provider: TracerProvider) -> TelemetryMiddleware:
+    return TelemetryMiddleware(app, metrics=Metrics(CollectorRegistry()), tracer_provider=provider)
+
+
+async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_asked_about() -> None:
+    ids = _HandedIds()
+    provider, exporter = _provider(ParentBasedTraceIdRatio(RATIO), id_generator=ids)
+    assert UnsampledRoots.for_provider(provider) is not None
+    seen = _Seen()
+    app = _middleware(seen, provider)
+    for _ in range(REQUESTS):
+        await _get(app)
+
+    reference = TraceIdRatioBased(RATIO)  # what the sampler says of each trace id
+    should_keep = {
+        c.trace_id
+        for c in seen.contexts
+        if reference.should_sample(None, c.trace_id, "GET").decision is Decision.RECORD_AND_SAMPLE
+    }
+    recorded = exporter.get_finished_spans()
+    assert {s.context.trace_id for s in recorded} == should_keep
+    assert 0 < len(should_keep) < REQUESTS  # ~100 of 400; both kinds were exercised
+    assert len({c.trace_id for c in seen.contexts}) == REQUESTS  # a new trace each
+    # A recorded root has the id the sampler was asked about: no id drawn and dropped.
+    assert set(ids.handed) == {c.trace_id for c in seen.contexts}
+    for span in recorded:
+        assert span.kind is SpanKind.SERVER
+        assert span.parent is None
+    # The ids of a request that is not recorded are valid (they go into its log line)
+    # and flagged as the SDK flags a dropped root of its own.
+    sdk_dropped = TracerProvider(sampler=ALWAYS_OFF).get_tracer("t").start_span("GET")
+    for context in seen.contexts:
+        assert context.is_valid
+        if context.trace_id not in should_keep:
+            assert context.trace_flags == sdk_dropped.get_span_context().trace_flags
+            assert not context.trace_flags.sampled
+
+
+async def test_a_traceparent_is_continued_and_the_current_span_is_never_the_parent() -> None:
+    provider, exporter = _provider(ParentBasedTraceIdRatio(RATIO), id_generator=ReusableTraceIds())
+    seen = _Seen()
+    app = _middleware(seen, provider)
+    caller_trace, caller_span = 0xABC, 0xDEF
+    traceparent = f"00-{caller_trace:032x}-{caller_span:016x}-01".encode()
+    await _get(app, [(b"traceparent", traceparent)])
+    (continued,) = exporter.get_finished_spans()
+    assert continued.context.trace_id == caller_trace
+    assert continued.parent is not None
+    assert continued.parent.span_id == caller_span
+
+    outer = provider.get_tracer("test").start_span("outer")
+    with trace.use_span(outer, end_on_exit=True):
+        for _ in range(40):
+            await _get(app)
+    assert all(c.trace_id != outer.get_span_context().trace_id for c in seen.contexts[1:])
+
+
+class _CountingSampler(Sampler):
+    """Keeps nothing; counts how often it is asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def should_sample(  # noqa: PLR0917 - the SDK's signature
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        self.asked += 1
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "counting"
+
+
+async def test_any_other_sampler_or_id_generator_is_left_to_the_sdk() -> None:
+    custom = _CountingSampler()
+    provider, _ = _provider(custom, id_generator=ReusableTraceIds())
+    assert UnsampledRoots.for_provider(provider) is None
+    default_ids, _ = _provider(ParentBasedTraceIdRatio(RATIO))  # the SDK's own ids
+    assert UnsampledRoots.for_provider(default_ids) is None
+    assert UnsampledRoots.for_provider(trace.NoOpTracerProvider()) is None
+
+    seen = _Seen()
+    app = _middleware(seen, provider)
+    for _ in range(10):
+        await _get(app)
+    assert custom.asked == 10  # once per request, by the SDK
+    assert all(c.is_valid and not c.trace_flags.sampled for c in seen.contexts)
+
+
+def test_a_reused_trace_id_is_handed_out_once() -> None:
+    ids = ReusableTraceIds()
+    ids.reuse(42)
+    assert ids.generate_trace_id() == 42
+    assert ids.generate_trace_id() not in {0, 42}
+
+
+async def test_the_provider_tracing_installs_takes_the_fast_path() -> None:
+    tracing = Tracing(TracingConfig(exporter="none"))
+    # Tracing installs a *global* provider once per process; the test run already has
+    # one, so build the same provider the way `Tracing.start` does and check it.
+    provider = tracing.build_provider()
+    assert UnsampledRoots.for_provider(provider) is not None
