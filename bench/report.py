@@ -121,10 +121,10 @@ def _other_targets(results: Results) -> list[str]:
 TELEMETRY_ON = (
     "telemetry on (`service`, `svc get hit`, `svc get miss`) is the configuration the "
     "compose stack and the Kubernetes base ship: a JSON access line per request, the "
-    "Prometheus metrics, and 1 trace in 10 recorded and exported over OTLP/HTTP "
-    "(`parentbased_traceidratio`, 0.1) to a receiver in the bench stack that decodes "
-    "them; the `alltraces` rows record and export every trace; `notel` is "
-    "`TELEMETRY_ENABLED=false`"
+    "Prometheus metrics, and 1 trace in 100 recorded and exported over OTLP/HTTP "
+    "(`parentbased_traceidratio`, 0.01) to a receiver in the bench stack that decodes "
+    "them; the `t10` rows record and export 1 trace in 10 (the default before), the "
+    "`alltraces` rows every trace; `notel` is `TELEMETRY_ENABLED=false`"
 )
 
 
