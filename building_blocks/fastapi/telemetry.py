@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from building_blocks.telemetry.context import RequestNotes, open_notes, reset_notes
 from building_blocks.telemetry.exposition import MetricsExposition
-from building_blocks.telemetry.logging import ACCESS_LOGGER, direct_json_handler
+from building_blocks.telemetry.logging import ACCESS_LOGGER, JsonFormatter, direct_json_handler
 from building_blocks.telemetry.metrics import Metrics
 from building_blocks.telemetry.setup import ROOT, UnsampledRoots
 
@@ -162,10 +162,10 @@ class TelemetryMiddleware:
                 )
             span_context = span.get_span_context()
             # 0 is the invalid id (tracing off): no ids in the log line, no exemplar.
-            trace_id = format(span_context.trace_id, "032x") if span_context.trace_id else None
+            trace_id = span_context.trace_id
             child.observe(
                 elapsed,
-                exemplar={"trace_id": trace_id}
+                exemplar={"trace_id": format(trace_id, "032x")}
                 if trace_id and span_context.trace_flags.sampled
                 else None,
             )
@@ -183,7 +183,7 @@ class TelemetryMiddleware:
                     elapsed,
                     notes,
                     trace_id,
-                    format(span_context.span_id, "016x") if trace_id else None,
+                    span_context.span_id,
                 )
             reset_notes(notes_token)
             otel_context.detach(span_token)
@@ -234,14 +234,53 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
     status: int,
     elapsed: float,
     notes: RequestNotes,
-    trace_id: str | None,
-    span_id: str | None,
+    trace_id: int,
+    span_id: int,
 ) -> None:
-    """One access line. With the service's own JSON handler as the only destination
-    (`direct_json_handler`) the line is formatted and written directly; otherwise a
-    record goes through `logging` with the fields as ``extra=`` would put them. The
-    JSON line is the same either way."""
+    """One access line (ids ``0``: none). With the service's own JSON handler as the
+    only destination (`direct_json_handler`) the line is queued with its values and made
+    in a batch when the handler writes (`BufferedStreamHandler.emit_later`); otherwise a
+    record goes through `logging` with the fields as ``extra=`` would put them. The JSON
+    line is the same either way."""
     created = time.time()
+    direct = direct_json_handler(access_log, level)
+    if direct is not None:
+        handler, formatter = direct
+        handler.emit_later(
+            level,
+            _access_line,
+            formatter,
+            created,
+            level,
+            method,
+            route,
+            path,
+            status,
+            elapsed,
+            notes.pool,
+            notes.cache,
+            trace_id,
+            span_id,
+        )
+        return
+    message, extra = _access_fields(method, route, path, status, elapsed, notes.pool, notes.cache)
+    record = _access_records.record(level, message, created)
+    fields = record.__dict__
+    fields.update(extra)
+    # Known here: spares the log filter looking the span up again.
+    fields["trace_id"], fields["span_id"] = _hex_ids(trace_id, span_id)
+    access_log.handle(record)
+
+
+def _access_fields(  # noqa: PLR0917 - the fields of one line, in its order
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    elapsed: float,
+    pool: str | None,
+    cache: str | None,
+) -> tuple[str, dict[str, Any]]:
     milliseconds = elapsed * 1000
     message = f"{method} {route or path} {status} {milliseconds:.1f}ms"
     extra = {
@@ -250,34 +289,43 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
         "path": path,  # never the query string (emails, cursors)
         "status": status,
         "duration_ms": round(milliseconds, 3),
-        "pool": notes.pool,
-        "cache": notes.cache,
+        "pool": pool,
+        "cache": cache,
     }
-    direct = direct_json_handler(access_log, level)
-    if direct is not None:
-        handler, formatter = direct
-        try:
-            line = formatter.format_fields(
-                created,
-                logging.getLevelName(level),
-                ACCESS_LOGGER,
-                message,
-                trace_id,
-                span_id,
-                extra,
-            )
-        except Exception:  # noqa: S110 - the logging path below reports it (handleError)
-            pass
-        else:
-            handler.emit_line(line, level)
-            return
-    record = _access_records.record(level, message, created)
-    fields = record.__dict__
-    fields.update(extra)
-    # Known here: spares the log filter looking the span up again.
-    fields["trace_id"] = trace_id
-    fields["span_id"] = span_id
-    access_log.handle(record)
+    return message, extra
+
+
+def _hex_ids(trace_id: int, span_id: int) -> tuple[str | None, str | None]:
+    if not trace_id:
+        return None, None
+    return format(trace_id, "032x"), format(span_id, "016x")
+
+
+def _access_line(  # noqa: PLR0917 - queued positionally by _log_access
+    formatter: JsonFormatter,
+    created: float,
+    level: int,
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    elapsed: float,
+    pool: str | None,
+    cache: str | None,
+    trace_id: int,
+    span_id: int,
+) -> str:
+    message, extra = _access_fields(method, route, path, status, elapsed, pool, cache)
+    hex_trace, hex_span = _hex_ids(trace_id, span_id)
+    return formatter.format_fields(
+        created,
+        logging.getLevelName(level),
+        ACCESS_LOGGER,
+        message,
+        hex_trace,
+        hex_span,
+        extra,
+    )
 
 
 def _finish_span(span: trace.Span, method: str, route: str, status: int, cache: str | None) -> None:

@@ -57,6 +57,28 @@ def test_a_burst_of_info_lines_is_one_write(logger: logging.Logger) -> None:
     assert lines == [f"INFO line {i}" for i in range(100)] + ["WARNING now"]  # in order
 
 
+def test_lines_queued_for_later_are_made_when_written_in_their_place(
+    logger: logging.Logger,
+) -> None:
+    handler, stream = attach(logger, flush_interval=60)
+    made: list[int] = []
+
+    def render(number: int) -> str:
+        made.append(number)
+        return f"later {number}"
+
+    handler.emit_later(logging.INFO, render, 1)
+    logger.info("record")
+    handler.emit_later(logging.INFO, render, 2)
+    assert made == []  # nothing made while the lines wait
+    logger.warning("now")
+    assert made == [1, 2]
+    assert stream.getvalue().splitlines() == ["later 1", "INFO record", "later 2", "WARNING now"]
+    handler.emit_later(logging.INFO, render, 3)
+    handler.flush()
+    assert stream.getvalue().splitlines()[-1] == "later 3"
+
+
 def test_a_quiet_buffer_is_written_after_the_interval(logger: logging.Logger) -> None:
     _, stream = attach(logger, flush_interval=0.05)
     logger.info("alone")
