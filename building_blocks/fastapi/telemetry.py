@@ -108,7 +108,7 @@ class TelemetryMiddleware:
         if provider is not self._roots_of:
             self._roots_of, self._roots = provider, UnsampledRoots.for_provider(provider)
         if self._roots is not None:
-            span = self._roots.start(method)
+            span = self._roots.start()
             if span is not None:
                 return span, None
         return self._tracer.start_span(

@@ -39,7 +39,6 @@ from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
     ParentBasedTraceIdRatio,
-    Sampler,
     StaticSampler,
     TraceIdRatioBased,
 )
@@ -144,10 +143,6 @@ class ReusableTraceIds(RandomIdGenerator):
 #: The context of a span that starts a trace: none is current in it.
 ROOT = Context()
 
-#: The samplers ``OTEL_TRACES_SAMPLER`` names (always_on/off, traceidratio and their
-#: parentbased_ forms): each decides a root span from its trace id alone.
-_ROOT_DETERMINISTIC = (StaticSampler, TraceIdRatioBased, ParentBased, ParentBasedTraceIdRatio)
-
 
 class UnsampledRoots:
     """Server spans that start a trace, without the SDK's span machinery when the
@@ -156,17 +151,17 @@ class UnsampledRoots:
     Asking the SDK for a span that will not be recorded still costs ~50 Python calls
     (ids, sampler, the tracer's own metrics, a `NonRecordingSpan`); with 1 trace in 100
     recorded that is most requests. Here the trace id is drawn with the provider's id
-    generator and the provider's sampler is asked, as the SDK would; a dropped root
-    becomes a `NonRecordingSpan` with the flags the SDK gives it, and a recorded one
-    is left to the SDK, which gets the same trace id (`ReusableTraceIds`) and so the
-    same answer. Only for providers with those ids and a sampler of the SDK's own
-    (`for_provider`); a parent-based sampler with a custom root sampler that is not a
-    function of the trace id would record fewer roots than configured.
+    generator and the root sampler's rule is applied to it; a dropped root becomes a
+    `NonRecordingSpan` with the flags the SDK gives it, and a recorded one is left to
+    the SDK, which gets the same trace id (`ReusableTraceIds`) and so gives the same
+    answer. Only for the samplers ``OTEL_TRACES_SAMPLER`` names that decide a root by
+    its trace id: ``traceidratio``, ``always_off`` and their ``parentbased_`` forms
+    (`for_provider`); ``always_on`` records every root, nothing to spare there.
     """
 
-    def __init__(self, sampler: Sampler, ids: ReusableTraceIds) -> None:
-        self._sampler = sampler
+    def __init__(self, ids: ReusableTraceIds, bound: int) -> None:
         self._ids = ids
+        self._bound = bound  # a root is recorded when its trace id's low 64 bits are below
         flags = trace.TraceFlags.DEFAULT
         if ids.is_trace_id_random():
             flags |= trace.TraceFlags.RANDOM_TRACE_ID
@@ -174,31 +169,38 @@ class UnsampledRoots:
 
     @classmethod
     def for_provider(cls, provider: trace.TracerProvider) -> UnsampledRoots | None:
-        """For an SDK provider with `ReusableTraceIds` and a built-in sampler (`Tracing`
-        makes such providers), else ``None``: then ask the SDK for every span."""
+        """For an SDK provider with `ReusableTraceIds` (`Tracing` makes such providers)
+        and one of those samplers, else ``None``: then ask the SDK for every span."""
         if not isinstance(provider, TracerProvider):
             return None
         ids = provider.id_generator
-        sampler = provider.sampler
-        if not isinstance(ids, ReusableTraceIds) or type(sampler) not in _ROOT_DETERMINISTIC:
+        root: object = provider.sampler
+        if type(root) in {ParentBased, ParentBasedTraceIdRatio}:
+            # The SDK keeps a parent-based sampler's root sampler private: should that
+            # change, every span is the SDK's again (the tests say so).
+            root = getattr(root, "_root", None)
+        if not isinstance(ids, ReusableTraceIds):
             return None
-        return cls(sampler, ids)
+        if type(root) is TraceIdRatioBased:
+            return cls(ids, root.bound)
+        if type(root) is StaticSampler and root.should_sample(ROOT, 1, "").decision is (
+            Decision.DROP
+        ):
+            return cls(ids, 0)
+        return None
 
-    def start(self, name: str) -> trace.Span | None:
-        """A root span ``name`` that is not recorded, or ``None`` when the sampler records
-        this root: the caller then starts it with the SDK, passing `ROOT` as its context
-        (a root whatever span is current, as here)."""
+    def start(self) -> trace.Span | None:
+        """A root span that is not recorded, or ``None`` when the sampler records this
+        root: the caller then starts it with the SDK, passing `ROOT` as its context (a
+        root whatever span is current, as here)."""
         trace_id = self._ids.generate_trace_id()
-        result = self._sampler.should_sample(ROOT, trace_id, name, trace.SpanKind.SERVER)
-        if result.decision is not Decision.DROP:  # recorded (and maybe sampled)
+        # TraceIdRatioBased's rule (its public `bound` and `TRACE_ID_LIMIT`); the test
+        # compares every decision with the sampler's own should_sample.
+        if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound:
             self._ids.reuse(trace_id)
             return None
         context = trace.SpanContext(
-            trace_id,
-            self._ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=self._flags,
-            trace_state=result.trace_state,
+            trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=self._flags
         )
         return trace.NonRecordingSpan(context)
 

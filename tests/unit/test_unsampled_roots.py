@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
@@ -14,7 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
+    ALWAYS_ON,
     Decision,
+    ParentBased,
     ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
@@ -87,9 +90,20 @@ def _middleware(app: Any, provider: TracerProvider) -> TelemetryMiddleware:
     return TelemetryMiddleware(app, metrics=Metrics(CollectorRegistry()), tracer_provider=provider)
 
 
-async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_asked_about() -> None:
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ParentBasedTraceIdRatio(RATIO),
+        ParentBased(TraceIdRatioBased(RATIO)),
+        TraceIdRatioBased(RATIO),
+    ],
+    ids=["parentbased_traceidratio", "parentbased(traceidratio)", "traceidratio"],
+)
+async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_asked_about(
+    sampler: Sampler,
+) -> None:
     ids = _HandedIds()
-    provider, exporter = _provider(ParentBasedTraceIdRatio(RATIO), id_generator=ids)
+    provider, exporter = _provider(sampler, id_generator=ids)
     assert UnsampledRoots.for_provider(provider) is not None
     seen = _Seen()
     app = _middleware(seen, provider)
@@ -163,6 +177,19 @@ class _CountingSampler(Sampler):
         return "counting"
 
 
+async def test_always_off_records_no_root_and_always_on_is_left_to_the_sdk() -> None:
+    provider, exporter = _provider(ParentBased(ALWAYS_OFF), id_generator=ReusableTraceIds())
+    assert UnsampledRoots.for_provider(provider) is not None
+    seen = _Seen()
+    app = _middleware(seen, provider)
+    for _ in range(20):
+        await _get(app)
+    assert exporter.get_finished_spans() == ()
+    assert all(c.is_valid and not c.trace_flags.sampled for c in seen.contexts)
+    always_on, _ = _provider(ParentBased(ALWAYS_ON), id_generator=ReusableTraceIds())
+    assert UnsampledRoots.for_provider(always_on) is None  # every root is recorded anyway
+
+
 async def test_any_other_sampler_or_id_generator_is_left_to_the_sdk() -> None:
     custom = _CountingSampler()
     provider, _ = _provider(custom, id_generator=ReusableTraceIds())
@@ -186,9 +213,14 @@ def test_a_reused_trace_id_is_handed_out_once() -> None:
     assert ids.generate_trace_id() not in {0, 42}
 
 
-async def test_the_provider_tracing_installs_takes_the_fast_path() -> None:
+def test_the_provider_tracing_builds_from_the_shipped_sampler_takes_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tracing installs a *global* provider once per process and the test run already
+    # has one: check the provider `Tracing.start` would install.
     tracing = Tracing(TracingConfig(exporter="none"))
-    # Tracing installs a *global* provider once per process; the test run already has
-    # one, so build the same provider the way `Tracing.start` does and check it.
-    provider = tracing.build_provider()
-    assert UnsampledRoots.for_provider(provider) is not None
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    assert UnsampledRoots.for_provider(tracing.build_provider()) is not None
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")  # the SDK's default
+    assert UnsampledRoots.for_provider(tracing.build_provider()) is None
