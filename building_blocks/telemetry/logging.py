@@ -207,17 +207,6 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         finally:
             self.release()
 
-    def emit_line(self, line: str, level: int) -> None:
-        """Write a line formatted by the caller, as `emit` writes a record's. For
-        `direct_json_handler`'s callers; a failed write is dropped, never raised."""
-        self.acquire()
-        try:
-            self._add(line, level)
-        except (OSError, ValueError):
-            self._pending.clear()
-        finally:
-            self.release()
-
     def _add(self, line: str | _Later, level: int) -> None:
         pending = self._pending
         pending.append(line)
@@ -354,7 +343,7 @@ def direct_json_handler(
     the JSON format, and nothing on the way filters records; else ``None``.
 
     For the access line (one per request): when this answers, the caller formats the line
-    with `JsonFormatter.format_fields` and hands it to `BufferedStreamHandler.emit_line`,
+    with `JsonFormatter.format_fields` when `BufferedStreamHandler.emit_later` writes it,
     skipping the `LogRecord` and `logging`'s dispatch, about half of the line's cost. The
     line is the one the record would have made (tests/unit/test_direct_access_line.py).
     Any other set-up (a test's capture handler, a filter, the text format) answers
