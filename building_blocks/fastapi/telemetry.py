@@ -107,13 +107,17 @@ class TelemetryMiddleware:
         provider = self._tracer_provider or trace.get_tracer_provider()
         if provider is not self._roots_of:
             self._roots_of, self._roots = provider, UnsampledRoots.for_provider(provider)
-        if self._roots is not None:
-            span = self._roots.start()
+        roots = self._roots
+        if roots is not None:
+            span = roots.start()
             if span is not None:
                 return span, None
-        return self._tracer.start_span(
+        span = self._tracer.start_span(
             method, ROOT, SpanKind.SERVER, self._attributes(scope, method, path)
-        ), None
+        )
+        if roots is not None:
+            roots.started_by_sdk()
+        return span, None
 
     @staticmethod
     def _attributes(scope: Scope, method: str, path: str) -> dict[str, str]:

@@ -132,6 +132,11 @@ class ReusableTraceIds(RandomIdGenerator):
     def reuse(self, trace_id: int) -> None:
         self._next.trace_id = trace_id
 
+    def forget(self) -> None:
+        """Drop a reused id nobody took (a tracer that made no span), so that it cannot
+        become the id of an unrelated trace."""
+        self._next.trace_id = 0
+
     def generate_trace_id(self) -> int:
         trace_id: int = getattr(self._next, "trace_id", 0)
         if trace_id:
@@ -189,10 +194,14 @@ class UnsampledRoots:
             return cls(ids, 0)
         return None
 
+    def started_by_sdk(self) -> None:
+        """Call after the SDK started the root `start` left to it."""
+        self._ids.forget()
+
     def start(self) -> trace.Span | None:
         """A root span that is not recorded, or ``None`` when the sampler records this
         root: the caller then starts it with the SDK, passing `ROOT` as its context (a
-        root whatever span is current, as here)."""
+        root whatever span is current, as here), and calls `started_by_sdk`."""
         trace_id = self._ids.generate_trace_id()
         # TraceIdRatioBased's rule (its public `bound` and `TRACE_ID_LIMIT`); the test
         # compares every decision with the sampler's own should_sample.

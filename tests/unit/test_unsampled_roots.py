@@ -32,6 +32,7 @@ from building_blocks.telemetry import Metrics
 from building_blocks.telemetry.setup import ReusableTraceIds, Tracing, TracingConfig, UnsampledRoots
 
 RATIO = 0.25
+ALWAYS_ON_RATIO = TraceIdRatioBased(1.0)  # records every root, through the ratio rule
 REQUESTS = 400
 
 
@@ -211,6 +212,16 @@ def test_a_reused_trace_id_is_handed_out_once() -> None:
     ids.reuse(42)
     assert ids.generate_trace_id() == 42
     assert ids.generate_trace_id() not in {0, 42}
+
+
+def test_a_reused_id_the_sdk_did_not_take_is_not_handed_to_the_next_trace() -> None:
+    ids = _HandedIds()
+    roots = UnsampledRoots.for_provider(TracerProvider(sampler=ALWAYS_ON_RATIO, id_generator=ids))
+    assert roots is not None
+    assert roots.start() is None  # to be recorded: its id is kept for the SDK
+    kept = ids.handed[-1]
+    roots.started_by_sdk()  # say the SDK made no span (a disabled tracer)
+    assert ids.generate_trace_id() != kept
 
 
 def test_the_provider_tracing_builds_from_the_shipped_sampler_takes_the_fast_path(
