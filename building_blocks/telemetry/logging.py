@@ -239,11 +239,12 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
     def _write_pending(self) -> None:
         """Write what is pending in one call (the caller holds the handler's lock)."""
         if self._pending:
-            lines = [
-                line if isinstance(line, str) else self._render(line) for line in self._pending
+            made = [
+                line
+                for line in (p if isinstance(p, str) else self._render(p) for p in self._pending)
+                if line is not None
             ]
             self._pending.clear()
-            made = [line for line in lines if line is not None]
             if made:
                 self.stream.write(self.terminator.join(made) + self.terminator)
                 self.stream.flush()
