@@ -8,11 +8,22 @@ can use a registry of its own.
 Pool gauges (`db_client_connection_count`, `..._max`, `..._idle_max`, `..._idle_min`,
 `..._pending_requests`) are not here: they are read from the pools at scrape time by a
 collector (see `building_blocks.telemetry.pool`).
+
+The histograms and the in-flight gauge, updated on every request, are
+`building_blocks.telemetry.instruments`' lighter ones unless prometheus-client runs in
+multiprocess mode; the rest are prometheus-client's own.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from building_blocks.telemetry.instruments import (
+    LabelledGauge,
+    LabelledHistogram,
+    gauge,
+    histogram,
+)
 
 __all__ = ["LATENCY_BUCKETS", "Metrics"]
 
@@ -31,19 +42,19 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         # -- HTTP ------------------------------------------------------------------------
-        self.http_duration = Histogram(
+        self.http_duration: LabelledHistogram = histogram(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests.",
             ["http_request_method", "http_route", "http_response_status_code"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.http_active = Gauge(
+        self.http_active: LabelledGauge = gauge(
             "http_server_active_requests",
             "Number of HTTP server requests in flight.",
             ["http_request_method"],
             registry=registry,
-            multiprocess_mode="livesum",
+            multiprocess="livesum",
         )
         # -- pools (event-driven parts; gauges are collected at scrape time) --------------
         self.pool_timeouts = Counter(
@@ -52,21 +63,21 @@ class Metrics:
             [POOL],
             registry=registry,
         )
-        self.pool_wait_time = Histogram(
+        self.pool_wait_time: LabelledHistogram = histogram(
             "db_client_connection_wait_time_seconds",
             "Time it took to obtain an open connection from the pool.",
             [POOL],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.pool_use_time = Histogram(
+        self.pool_use_time: LabelledHistogram = histogram(
             "db_client_connection_use_time_seconds",
             "Time between borrowing a connection and returning it to the pool.",
             [POOL],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.pool_create_time = Histogram(
+        self.pool_create_time: LabelledHistogram = histogram(
             "db_client_connection_create_time_seconds",
             "Time it took to create a new connection.",
             [POOL],
@@ -74,7 +85,7 @@ class Metrics:
             registry=registry,
         )
         # -- queries ---------------------------------------------------------------------
-        self.db_operation = Histogram(
+        self.db_operation: LabelledHistogram = histogram(
             "db_client_operation_duration_seconds",
             "Duration of database client operations.",
             ["db_system_name", "db_operation_name", "db_collection_name", POOL],
@@ -115,7 +126,7 @@ class Metrics:
             ["cache_name", "result"],
             registry=registry,
         )
-        self.cache_duration = Histogram(
+        self.cache_duration: LabelledHistogram = histogram(
             "cache_operation_duration_seconds",
             "Duration of cache backend operations.",
             ["cache_name", "operation"],

@@ -1,0 +1,122 @@
+"""The hot-path instruments expose what prometheus-client's own would, sample for sample."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, values
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.samples import Sample
+
+from building_blocks.telemetry import instruments
+from building_blocks.telemetry.instruments import LocalGauge, LocalHistogram
+from building_blocks.telemetry.metrics import LATENCY_BUCKETS, Metrics
+
+
+def _samples(registry: CollectorRegistry) -> list[tuple[str, str, str, str]]:
+    """Every sample but prometheus-client's ``_created`` series, exemplar timestamps
+    left out (they are the wall clock of the observation)."""
+
+    def exemplar(sample: Sample) -> str:
+        e = sample.exemplar
+        return "" if e is None else repr((e.labels, e.value))
+
+    return sorted(
+        (s.name, repr(sorted(s.labels.items())), repr(s.value), exemplar(s))
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    )
+
+
+def test_a_histogram_exposes_the_samples_of_prometheus_clients() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    labels = ["method", "route"]
+    local = LocalHistogram("t_seconds", "doc", labels, buckets=LATENCY_BUCKETS, registry=ours)
+    reference = Histogram("t_seconds", "doc", labels, buckets=LATENCY_BUCKETS, registry=theirs)
+    rng = random.Random(7)
+    # Values on and around every bound (``le`` is inclusive), tiny, huge, and negative.
+    values = [b * f for b in LATENCY_BUCKETS for f in (0.5, 1.0, 1.0000001)]
+    values += [rng.lognormvariate(-7, 2) for _ in range(2000)] + [0.0, 1e9, -0.5]
+    for i, value in enumerate(values):
+        key = ("GET", f"/r{i % 3}")
+        exemplar = {"trace_id": f"{i:032x}"} if i % 7 == 0 else None
+        local.labels(*key).observe(value, exemplar)
+        reference.labels(*key).observe(value, exemplar)
+    local.labels("POST", "/empty")  # a label set never observed is still exposed
+    reference.labels("POST", "/empty")
+    assert _samples(ours) == _samples(theirs)
+    ours_text, theirs_text = openmetrics_latest(ours), openmetrics_latest(theirs)  # type: ignore[no-untyped-call]
+    assert ours_text.count(b"# {") == theirs_text.count(b"# {") > 0
+
+
+def test_nan_is_counted_in_no_bucket_as_prometheus_client_does() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    LocalHistogram("n_seconds", "doc", [], buckets=(0.1, 1.0), registry=ours).labels().observe(
+        math.nan
+    )
+    Histogram("n_seconds", "doc", [], buckets=(0.1, 1.0), registry=theirs).observe(math.nan)
+    assert _samples(ours) == _samples(theirs)  # NaN sums compare by their text
+    assert ours.get_sample_value("n_seconds_count") == 0
+
+
+def test_a_gauge_exposes_the_samples_of_prometheus_clients() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    local = LocalGauge("g", "doc", ["method"], registry=ours)
+    reference = Gauge("g", "doc", ["method"], registry=theirs)
+    for gauge in (local, reference):
+        gauge.labels("GET").inc()
+        gauge.labels("GET").inc(3)
+        gauge.labels("GET").dec(2)
+        gauge.labels("POST").set(7)
+        gauge.labels("PUT").dec()
+    assert _samples(ours) == _samples(theirs)
+    assert generate_latest(ours) == generate_latest(theirs)
+
+
+def test_observations_from_many_threads_are_all_counted() -> None:
+    registry = CollectorRegistry()
+    child = LocalHistogram("c_seconds", "doc", [], buckets=(1.0,), registry=registry).labels()
+    gauge = LocalGauge("c_active", "doc", [], registry=registry).labels()
+
+    def work() -> None:
+        for _ in range(20_000):
+            gauge.inc()
+            child.observe(0.5)
+            gauge.dec()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert registry.get_sample_value("c_seconds_count") == 80_000
+    assert registry.get_sample_value("c_seconds_sum") == 40_000
+    assert registry.get_sample_value("c_active") == 0
+
+
+def test_labels_are_checked_and_names_are_unique_in_a_registry() -> None:
+    registry = CollectorRegistry()
+    histogram = LocalHistogram("u_seconds", "doc", ["a", "b"], buckets=(1.0,), registry=registry)
+    with pytest.raises(ValueError, match="takes 2 label values"):
+        histogram.labels("only-one")
+    assert histogram.labels("x", 1) is histogram.labels("x", "1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Histogram("u_seconds", "doc", ["a"], registry=registry)
+
+
+def test_metrics_use_prometheus_clients_instruments_in_multiprocess_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not instruments.multiprocess_mode()  # the test process: one process
+    assert isinstance(Metrics(CollectorRegistry()).http_duration, LocalHistogram)
+    monkeypatch.setattr(values.ValueClass, "_multiprocess", True)
+    metrics = Metrics(CollectorRegistry())
+    assert isinstance(metrics.http_duration, Histogram)
+    assert isinstance(metrics.http_active, Gauge)
+    # If prometheus-client stops keeping the flag, its own instruments are used.
+    monkeypatch.delattr(values.ValueClass, "_multiprocess")
+    assert instruments.multiprocess_mode()
