@@ -135,8 +135,11 @@ class TelemetryMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         span, parent = self._start_span(scope, method, path)
-        span_token = otel_context.attach(trace.set_span_in_context(span, parent))
-        notes, notes_token = open_notes()
+        span_context = span.get_span_context()
+        recording = span.is_recording()
+        context = trace.set_span_in_context(span, parent)
+        span_token = otel_context.attach(context)
+        notes, notes_token = open_notes(context, span_context, recording=recording)
         active = self._active_children.get(method)
         if active is None:
             active = self._active_children[method] = self._active.labels(method)
@@ -164,17 +167,11 @@ class TelemetryMiddleware:
                 child = self._duration_children[key] = self._duration.labels(
                     method, route, str(status)
                 )
-            span_context = span.get_span_context()
             # 0 is the invalid id (tracing off): no ids in the log line, no exemplar.
             trace_id = span_context.trace_id
-            child.observe(
-                elapsed,
-                exemplar={"trace_id": format(trace_id, "032x")}
-                if trace_id and span_context.trace_flags.sampled
-                else None,
-            )
+            child.observe(elapsed, notes.exemplar)
             active.dec()
-            if span.is_recording():
+            if recording:
                 _finish_span(span, method, route, status, notes.cache)
             level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
             if access_log.isEnabledFor(level):

@@ -16,7 +16,9 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.util.types import Attributes
 
 __all__ = [
@@ -34,10 +36,21 @@ __all__ = [
 
 @dataclass(slots=True)
 class RequestNotes:
-    """What one request touched: pools that served statements, and the cache result."""
+    """What one request touched (pools that served statements, the cache result), and
+    what its server span settles for the code below it.
+
+    ``context`` is the OpenTelemetry context the middleware made current (its server
+    span); ``unrecorded`` says that span belongs to a trace that is not recorded, and
+    ``exemplar`` is the label set of its trace when it is sampled. Per statement and
+    checkout these answer `start_child_span` and `current_exemplar` with one context
+    variable read, instead of looking the current span up through the OpenTelemetry API
+    (five calls, one of them an ABC ``isinstance``)."""
 
     pools: list[str] = field(default_factory=list)
     cache: str | None = None
+    context: Context | None = None
+    unrecorded: bool = False
+    exemplar: dict[str, str] | None = None
 
     @property
     def pool(self) -> str | None:
@@ -48,9 +61,21 @@ class RequestNotes:
 _notes: ContextVar[RequestNotes | None] = ContextVar("bb_request_notes", default=None)
 
 
-def open_notes() -> tuple[RequestNotes, Token[RequestNotes | None]]:
-    """Start collecting notes for the current request (the middleware calls this)."""
+def open_notes(
+    context: Context | None = None,
+    span_context: trace.SpanContext | None = None,
+    *,
+    recording: bool = False,
+) -> tuple[RequestNotes, Token[RequestNotes | None]]:
+    """Start collecting notes for the current request (the middleware calls this, after
+    making ``context`` current: its server span's, whose ids are ``span_context`` and
+    which is ``recording`` or not)."""
     notes = RequestNotes()
+    if context is not None and span_context is not None and span_context.is_valid:
+        notes.context = context
+        notes.unrecorded = not recording
+        if span_context.trace_flags.sampled:
+            notes.exemplar = {"trace_id": format(span_context.trace_id, "032x")}
     return notes, _notes.set(notes)
 
 
@@ -89,12 +114,16 @@ def trace_ids() -> tuple[str, str] | None:
 
 
 def current_exemplar() -> dict[str, str] | None:
-    """An exemplar label set for a histogram observation: the current sampled trace id.
+    """An exemplar label set for a histogram observation: the current sampled trace id
+    (inside a request: the request's trace, when it is sampled).
 
     ``histogram.labels(...).observe(seconds, exemplar=current_exemplar())``. Prometheus
     shows exemplars only when scraped as OpenMetrics; in multiprocess mode prometheus-client
     drops them (a documented limitation), which costs nothing.
     """
+    notes = _notes.get()
+    if notes is not None and notes.context is not None:
+        return notes.exemplar
     ctx = trace.get_current_span().get_span_context()
     if not (ctx.is_valid and ctx.trace_flags.sampled):
         return None
@@ -118,7 +147,13 @@ def start_child_span(
     and runs the sampler: ~40 Python calls per span, three spans per uncached read. A
     custom sampler that would record children of unsampled parents is not asked.
     Outside any trace (no current span) this starts a span as usual.
+
+    Inside a request whose server span is still the current one, the request's notes
+    answer (`RequestNotes`); any other current span is looked up.
     """
+    notes = _notes.get()
+    if notes is not None and notes.unrecorded and notes.context is otel_context.get_current():
+        return trace.INVALID_SPAN
     parent = trace.get_current_span()
     if not parent.is_recording() and parent.get_span_context().is_valid:
         return trace.INVALID_SPAN

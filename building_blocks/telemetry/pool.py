@@ -7,8 +7,9 @@ Two halves:
   way gauges counted up and down by events do.
 * `PoolInstrumentation` records what only events can see: wait time (time spent in the
   pool's ``connect()``, including waiting for a free connection and the pre-ping),
-  use time (``checkout`` → ``checkin`` events), create time (``do_connect`` → ``connect``
-  events), timeouts, and the number of tasks currently waiting (pending requests).
+  use time (from ``connect()`` returning the connection to the ``checkin`` event), create
+  time (``do_connect`` → ``connect`` events), timeouts, and the number of tasks currently
+  waiting (pending requests).
 
 SQLAlchemy has no "checkout started" event, so the wait is measured by wrapping the
 pool's ``connect`` on the pool instance; ``engine.dispose()`` replaces the pool and the
@@ -117,9 +118,6 @@ class PoolInstrumentation:
         use_time = self._metrics.pool_use_time.labels(pool)
         create_time = self._metrics.pool_create_time.labels(pool)
 
-        def on_checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
-            record.info[_CHECKOUT_AT] = time.perf_counter()
-
         def on_checkin(_dbapi: Any, record: Any) -> None:
             started = record.info.pop(_CHECKOUT_AT, None)
             if started is not None:
@@ -138,7 +136,6 @@ class PoolInstrumentation:
 
         # Pool listeners go on the engine: SQLAlchemy carries them over to a recreated pool.
         return [
-            (sync_engine, "checkout", on_checkout),
             (sync_engine, "checkin", on_checkin),
             (sync_engine, "connect", on_connect),
             (sync_engine, "do_connect", on_do_connect),
@@ -163,7 +160,11 @@ class PoolInstrumentation:
                 raise
             finally:
                 state.pending -= 1
-            wait_time.observe(time.perf_counter() - started, exemplar=current_exemplar())
+            now = time.perf_counter()
+            wait_time.observe(now - started, exemplar=current_exemplar())
+            # Use time runs from here to the checkin event (no checkout listener needed:
+            # every checkout comes through this method).
+            connection.info[_CHECKOUT_AT] = now
             return connection
 
         # Instance attribute shadows the method: this pool only, undone by deleting it.

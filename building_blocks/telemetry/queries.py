@@ -64,6 +64,8 @@ def parse_statement(statement: str) -> tuple[str, str]:
 
 def _exemplar(span: trace.Span) -> dict[str, str] | None:
     """As `current_exemplar`, for ``span`` (the statement's, which is not made current)."""
+    if span is trace.INVALID_SPAN:  # not started (its trace is not recorded)
+        return None
     ctx = span.get_span_context()
     if not (ctx.is_valid and ctx.trace_flags.sampled):
         return None

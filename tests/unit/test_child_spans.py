@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
-from building_blocks.telemetry.context import start_child_span
+from building_blocks.telemetry.context import (
+    RequestNotes,
+    current_exemplar,
+    open_notes,
+    reset_notes,
+    start_child_span,
+)
 
 
 def tracer_with(sampler: ParentBased) -> tuple[trace.Tracer, InMemorySpanExporter]:
@@ -48,3 +57,54 @@ def test_outside_any_trace_the_span_is_a_root_as_usual() -> None:
     (root,) = exporter.get_finished_spans()
     assert root.name == "migration"
     assert root.parent is None
+
+
+def _request(span: trace.Span) -> tuple[Callable[[], None], RequestNotes]:
+    """What the HTTP middleware does for a request served under ``span``."""
+    context = trace.set_span_in_context(span)
+    token = otel_context.attach(context)
+    notes, notes_token = open_notes(context, span.get_span_context(), recording=span.is_recording())
+
+    def close() -> None:
+        reset_notes(notes_token)
+        otel_context.detach(token)
+
+    return close, notes
+
+
+def test_in_a_sampled_out_request_the_notes_answer_and_another_current_span_is_asked() -> None:
+    tracer, exporter = tracer_with(ParentBased(ALWAYS_OFF))
+    server = tracer.start_span("GET /users/{id}")
+    close, notes = _request(server)
+    try:
+        assert notes.unrecorded
+        assert start_child_span(tracer, "SELECT users") is trace.INVALID_SPAN
+        assert current_exemplar() is None
+        # Code in the request that starts a recorded trace of its own: its children
+        # belong to it, the request's notes must not drop them.
+        recorded, _ = tracer_with(ParentBased(ALWAYS_ON))
+        with recorded.start_as_current_span("job", context=otel_context.Context()):
+            child = start_child_span(recorded, "SELECT jobs")
+            assert child.is_recording()
+            child.end()
+    finally:
+        close()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_in_a_sampled_request_children_are_recorded_and_exemplars_name_the_trace() -> None:
+    tracer, exporter = tracer_with(ParentBased(ALWAYS_ON))
+    server = tracer.start_span("GET /users/{id}")
+    close, notes = _request(server)
+    try:
+        assert not notes.unrecorded
+        child = start_child_span(tracer, "SELECT users")
+        child.end()
+        trace_id = server.get_span_context().trace_id
+        assert current_exemplar() == {"trace_id": f"{trace_id:032x}"}
+    finally:
+        close()
+        server.end()
+    (select, _) = exporter.get_finished_spans()
+    assert select.parent is not None
+    assert select.parent.span_id == server.get_span_context().span_id
