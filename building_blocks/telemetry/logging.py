@@ -75,6 +75,10 @@ class _TraceFilter(logging.Filter):
         return True
 
 
+#: ``.000+00:00`` ... ``.999+00:00``: the end of a line's time, by millisecond.
+_MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, trace ids, extras.
 
@@ -95,7 +99,7 @@ class JsonFormatter(logging.Formatter):
         if second != self._second:
             self._second = second
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._second_text}.{micros // 1000:03d}+00:00"
+        return self._second_text + _MILLIS[micros // 1000]
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__

@@ -98,7 +98,7 @@ class QueryInstrumentation:
         system = db_system_name(sync_engine.dialect.name)
         listeners = self._listeners(system, pool)
         for name, fn in listeners:
-            event.listen(sync_engine, name, fn)
+            event.listen(sync_engine, name, fn, retval=name == "before_cursor_execute")
         self._engines[id(sync_engine)] = _Engine(sync_engine, listeners)
         return True
 
@@ -115,9 +115,11 @@ class QueryInstrumentation:
 
         def before(  # noqa: PLR0917 - the signature of SQLAlchemy's event
             conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-        ) -> None:
+        ) -> tuple[str, Any]:
+            # Listened with retval=True (statement and parameters handed back unchanged):
+            # SQLAlchemy then calls this directly instead of through a wrapper of its own.
             if context is None:  # no execution context to carry the span to "after"
-                return
+                return statement, params
             operation, collection = parse_statement(statement)
             name = f"{operation} {collection}".strip() or system
             span = start_child_span(
@@ -136,6 +138,7 @@ class QueryInstrumentation:
             # exemplar is read from the span itself (a context switch each way saved).
             setattr(context, _STATE, (span, time.perf_counter(), operation, collection))
             note_pool(pool)
+            return statement, params
 
         def finish(context: Any, error: BaseException | None) -> None:
             state = getattr(context, _STATE, None)
