@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 _INF = float("inf")
+_Child = TypeVar("_Child")
 
 
 class HistogramChild(Protocol):
@@ -104,36 +106,58 @@ class _HistogramValues:
             return list(self._counts), self._sum, list(self._exemplars)
 
 
-class _Labelled(Collector):
-    """The label bookkeeping both instruments share; ``describe`` lets the registry
-    refuse a second metric of the same name, as it does for its own instruments."""
+class _Labelled(Collector, ABC, Generic[_Child]):
+    """What both instruments share: children by label values, created once under a lock,
+    and ``describe``, which lets the registry refuse a second metric of the same name as
+    it does for its own instruments."""
 
     def __init__(
         self,
         name: str,
         documentation: str,
         labelnames: Sequence[str],
+        *,
         registry: CollectorRegistry | None,
     ) -> None:
         self._name = name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._lock = threading.Lock()
+        self._children: dict[tuple[str, ...], _Child] = {}
         if registry is not None:
             registry.register(self)
 
-    def _key(self, labelvalues: tuple[str, ...]) -> tuple[str, ...]:
-        """The children's key (values as strings, as prometheus-client keeps them).
-        Callers on a hot path keep the child: this runs once per label set there."""
+    @abstractmethod
+    def _new_child(self) -> _Child: ...
+
+    @abstractmethod
+    def _family(self) -> Metric:
+        """An empty family of this metric's name, type, help and label names."""
+
+    def labels(self, *labelvalues: str) -> _Child:
+        """The child of these label values (as strings, as prometheus-client keeps
+        them). Callers on a hot path keep the child: this runs once per label set."""
         if len(labelvalues) != len(self._labelnames):
             raise ValueError(
                 f"{self._name} takes {len(self._labelnames)} label values "
                 f"({', '.join(self._labelnames)}), got {len(labelvalues)}"
             )
-        return tuple(str(v) for v in labelvalues)
+        key = tuple(str(v) for v in labelvalues)
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(key, self._new_child())
+        return child
+
+    def _items(self) -> list[tuple[tuple[str, ...], _Child]]:
+        with self._lock:
+            return list(self._children.items())
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
 
 
-class LocalHistogram(_Labelled):
+class LocalHistogram(_Labelled[_HistogramValues]):
     """A labelled histogram of this process (see the module docstring)."""
 
     def __init__(
@@ -150,25 +174,17 @@ class LocalHistogram(_Labelled):
             bounds = (*bounds, _INF)
         self._bounds = bounds
         self._bucket_names = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
-        self._children: dict[tuple[str, ...], _HistogramValues] = {}
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *labelvalues: str) -> _HistogramValues:
-        key = self._key(labelvalues)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children.setdefault(key, _HistogramValues(self._bounds))
-        return child
+    def _new_child(self) -> _HistogramValues:
+        return _HistogramValues(self._bounds)
 
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self._name, self._documentation, labels=list(self._labelnames))
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
-        with self._lock:
-            children = list(self._children.items())
-        for key, child in children:
+        for key, child in self._items():
             counts, total, exemplars = child.snapshot()
             buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
             cumulative = 0.0  # floats, as prometheus-client exposes counts
@@ -180,9 +196,6 @@ class LocalHistogram(_Labelled):
                     buckets.append((name, cumulative, exemplar))
             family.add_metric(list(key), buckets, total)
         yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
 
 
 class _GaugeValue:
@@ -209,41 +222,20 @@ class _GaugeValue:
             return self._value
 
 
-class LocalGauge(_Labelled):
+class LocalGauge(_Labelled[_GaugeValue]):
     """A labelled gauge of this process (see the module docstring)."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        *,
-        registry: CollectorRegistry | None,
-    ) -> None:
-        self._children: dict[tuple[str, ...], _GaugeValue] = {}
-        super().__init__(name, documentation, labelnames, registry)
-
-    def labels(self, *labelvalues: str) -> _GaugeValue:
-        key = self._key(labelvalues)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children.setdefault(key, _GaugeValue())
-        return child
+    def _new_child(self) -> _GaugeValue:
+        return _GaugeValue()
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self._name, self._documentation, labels=list(self._labelnames))
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
-        with self._lock:
-            children = list(self._children.items())
-        for key, child in children:
+        for key, child in self._items():
             family.add_metric(list(key), child.get())
         yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
 
 
 def histogram(
