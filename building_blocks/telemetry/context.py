@@ -25,6 +25,7 @@ __all__ = [
     "RequestNotes",
     "current_exemplar",
     "current_notes",
+    "exemplar_of",
     "note_cache",
     "note_pool",
     "open_notes",
@@ -74,8 +75,7 @@ def open_notes(
     if context is not None and span_context is not None and span_context.is_valid:
         notes.context = context
         notes.unrecorded = not recording
-        if span_context.trace_flags.sampled:
-            notes.exemplar = {"trace_id": format(span_context.trace_id, "032x")}
+        notes.exemplar = exemplar_of(span_context)
     return notes, _notes.set(notes)
 
 
@@ -124,10 +124,15 @@ def current_exemplar() -> dict[str, str] | None:
     notes = _notes.get()
     if notes is not None and notes.context is not None:
         return notes.exemplar
-    ctx = trace.get_current_span().get_span_context()
-    if not (ctx.is_valid and ctx.trace_flags.sampled):
+    return exemplar_of(trace.get_current_span().get_span_context())
+
+
+def exemplar_of(span_context: trace.SpanContext) -> dict[str, str] | None:
+    """The exemplar label set naming ``span_context``'s trace, or ``None`` unless that
+    trace is sampled (an exemplar must point at a trace the backend has)."""
+    if not (span_context.is_valid and span_context.trace_flags.sampled):
         return None
-    return {"trace_id": format(ctx.trace_id, "032x")}
+    return {"trace_id": format(span_context.trace_id, "032x")}
 
 
 def start_child_span(

@@ -90,11 +90,11 @@ class _HistogramValues:
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Count ``amount`` in the first bucket whose bound is ``>=`` it (``le``)."""
-        index = bisect_left(self._bounds, amount)
         if amount != amount:  # noqa: PLR0124 - NaN: no bucket, only the sum (as prometheus-client)
             with self._lock:
                 self._sum += amount
             return
+        index = bisect_left(self._bounds, amount)
         with self._lock:
             self._counts[index] += 1
             self._sum += amount

@@ -24,7 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from building_blocks.telemetry.context import note_pool, start_child_span
+from building_blocks.telemetry.context import exemplar_of, note_pool, start_child_span
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["QueryInstrumentation", "db_system_name", "parse_statement"]
@@ -66,10 +66,7 @@ def _exemplar(span: trace.Span) -> dict[str, str] | None:
     """As `current_exemplar`, for ``span`` (the statement's, which is not made current)."""
     if span is trace.INVALID_SPAN:  # not started (its trace is not recorded)
         return None
-    ctx = span.get_span_context()
-    if not (ctx.is_valid and ctx.trace_flags.sampled):
-        return None
-    return {"trace_id": format(ctx.trace_id, "032x")}
+    return exemplar_of(span.get_span_context())
 
 
 @dataclass(slots=True)
