@@ -74,7 +74,7 @@ def create_app(
     metrics = Metrics(CollectorRegistry())
     session = database or SQLAlchemySession(settings.database(), metrics=metrics)
     uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
-    cache = cache or _cache(settings, metrics)
+    cache = cache or _cache(settings, metrics, traced=telemetry)
     startup = Startup(_startup_steps(settings, session, metrics, migrate), on_fatal=on_fatal)
 
     # The database's engines are instrumented once the session has created them
@@ -146,14 +146,16 @@ def _startup_steps(
     return steps
 
 
-def _cache(settings: Settings, metrics: Metrics | None) -> Cache:
-    """Redis when ``REDIS_URL`` is set, else in process; ``CACHE_TTL_SECONDS=0``: off."""
+def _cache(settings: Settings, metrics: Metrics | None, *, traced: bool) -> Cache:
+    """Redis when ``REDIS_URL`` is set, else in process; ``CACHE_TTL_SECONDS=0``: off.
+    ``traced``: Redis commands other than lookups are spans."""
     redis_url = settings.redis_url
     backend = (
         RedisCacheBackend(
             redis_url.get_secret_value(),
             timeout=settings.cache_timeout_seconds,
             max_connections=settings.cache_max_connections,
+            traced=traced,
         )
         if redis_url is not None
         else InMemoryCacheBackend()

@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from building_blocks.cache.backend import CacheBusyError, Lookup
 from building_blocks.cache.deadline import Deadline
 from building_blocks.cache.pipelined import PipelinedRedis, supports
+from building_blocks.telemetry.redis import instrument_redis
 
 __all__ = ["RedisCacheBackend"]
 
@@ -128,11 +129,15 @@ class RedisCacheBackend:
         max_connections: int = 64,
         pool_timeout: float | None = None,
         pipeline_lookups: bool = True,
+        traced: bool = False,
     ) -> None:
         """``pool_timeout``: how long a lookup through the pool may wait for a free
         connection (default ten times ``timeout``, at least 1 s); then it answers from the
         database. ``pipeline_lookups``: untagged lookups on the shared auto-pipelined
-        connection (`PipelinedRedis`) when the URL allows it, else through the pool."""
+        connection (`PipelinedRedis`) when the URL allows it, else through the pool.
+        ``traced``: a client span per command of the pool's client (leases, fills,
+        invalidations; `building_blocks.telemetry.instrument_redis`). Lookups on the
+        pipelined connection are covered by the cache's own ``cache get`` spans."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.pool_timeout = max(1.0, 10 * timeout) if pool_timeout is None else pool_timeout
@@ -144,6 +149,7 @@ class RedisCacheBackend:
         self._client: Redis | None = None
         self._pipelined: PipelinedRedis | None = None
         self._pipeline_lookups = pipeline_lookups
+        self._traced = traced
         self._scripts: dict[str, Any] = {}
 
     def target(self) -> str:
@@ -166,6 +172,8 @@ class RedisCacheBackend:
             health_check_interval=0,
         )
         self._client = Redis(connection_pool=pool)
+        if self._traced:
+            instrument_redis(self._client)
         if self._pipeline_lookups and supports(self._url):
             self._pipelined = PipelinedRedis(self._url)
         self._scripts = {

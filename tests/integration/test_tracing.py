@@ -19,6 +19,7 @@ from app.main import create_app
 from app.settings import Settings
 from building_blocks.db import SQLAlchemySession
 from building_blocks.telemetry import instrument_redis, uninstrument_redis
+from tests.integration.cache_app import cache_settings
 from tests.integration.conftest import create_user
 from tests.support.aio import poll_until
 from tests.support.app_process import AppProcess
@@ -180,13 +181,38 @@ async def test_redis_commands_are_one_span_each_on_an_instrumented_client(
         await client.delete("telemetry-test")  # after uninstrumenting: no span
     finally:
         await client.aclose()
-    redis_spans = [
+    assert [s.name for s in _redis_spans(spans.spans())] == ["SET", "GET"]
+
+
+def _redis_spans(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
+    """Redis command spans (the cache's own ``cache get`` spans are INTERNAL)."""
+    return [
         s
-        for s in spans.spans()
-        if (s.attributes or {}).get("db.system") == "redis"
-        or (s.attributes or {}).get("db.system.name") == "redis"
+        for s in spans
+        if s.kind is SpanKind.CLIENT
+        and "redis"
+        in {(s.attributes or {}).get("db.system"), (s.attributes or {}).get("db.system.name")}
     ]
-    assert [s.name for s in redis_spans] == ["SET", "GET"]
+
+
+@pytest.mark.redis
+async def test_the_services_redis_commands_are_spans_of_the_requests_trace(
+    sqlite_file_url: str, redis_server: RedisServer, spans: SpanCapture
+) -> None:
+    async with serving(create_app(cache_settings(sqlite_file_url, redis_server.url))) as client:
+        user_id = await create_user(client, f"redis{uuid.uuid4().hex[:8]}")
+        spans.start()  # the GET's spans only: a miss takes a lease and fills
+        response = await client.get(f"/api/v1/users/{user_id}")
+        assert response.status_code == 200
+        assert response.headers["x-cache"] == "miss"
+        finished = spans.spans()
+    (server,) = [s for s in finished if s.kind is SpanKind.SERVER]
+    redis_spans = _redis_spans(finished)
+    assert len(redis_spans) >= 2, [(s.name, s.kind, s.attributes) for s in finished]
+    print([(s.name, s.attributes) for s in redis_spans])  # the lease, then the fill
+    for span in redis_spans:
+        assert span.context.trace_id == server.context.trace_id
+        assert span.parent is not None
 
 
 def test_spans_reach_an_otlp_receiver_when_the_service_shuts_down(tmp_path: Path) -> None:
