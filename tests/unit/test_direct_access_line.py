@@ -9,11 +9,13 @@ from contextlib import contextmanager
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from building_blocks.fastapi.telemetry import _log_access, access_log
+from building_blocks.fastapi.telemetry import _access_line, _access_record, _log_access, access_log
 from building_blocks.telemetry import configure_logging
 from building_blocks.telemetry.context import RequestNotes
-from building_blocks.telemetry.logging import direct_json_handler
+from building_blocks.telemetry.logging import JsonFormatter, direct_json_handler
 
 ARGS = (
     "GET",
@@ -126,3 +128,62 @@ def test_a_line_that_cannot_be_made_is_reported_and_left_out(
     assert "--- Logging error ---" in err
     assert "no text either" in err
     assert "/api/v1/users/{user_id}" in err  # the values of the line left out
+
+
+ODD_TEXT = st.sampled_from(
+    [
+        "",
+        '/a"quote',
+        "/back\\slash",
+        "/tab\there",
+        "/ctl\x01\x1f\x7f",
+        "/ünïcødé/日本/🙂",
+        "/u\u2028line",
+        "/reset?password=hunter2",
+        "/x/password: hunter2",
+        "/X/PASSWORD=hunter2",
+        "/see/https://user:pw@host/x",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    created=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    level=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, 25]),
+    method=st.one_of(st.sampled_from(["GET", "POST", 'M"X']), st.text(max_size=8)),
+    route=st.one_of(st.sampled_from(["", "/api/v1/users/{user_id}"]), ODD_TEXT),
+    path=st.one_of(ODD_TEXT, st.text(max_size=40)),
+    status=st.integers(min_value=100, max_value=599),
+    elapsed=st.one_of(
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.sampled_from([0.0, 4.9999e-7, 5e-7, 0.0012345, 0.0015, 1.0, 86400.0]),
+    ),
+    pool=st.sampled_from([None, "primary", "replica-0", "primary,replica-0"]),
+    cache=st.one_of(st.none(), st.sampled_from(["hit", "miss", "error", "bypass"]), ODD_TEXT),
+    trace_id=st.one_of(st.just(0), st.integers(min_value=1, max_value=2**128 - 1)),
+    span_id=st.integers(min_value=1, max_value=2**64 - 1),
+)
+def test_the_template_line_is_the_record_paths_line_to_the_byte(  # noqa: PLR0917
+    created: float,
+    level: int,
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    elapsed: float,
+    pool: str | None,
+    cache: str | None,
+    trace_id: int,
+    span_id: int,
+) -> None:
+    formatter = JsonFormatter()
+    values = (created, level, method, route, path, status, elapsed, pool, cache, trace_id, span_id)
+    through_record = formatter.format(_access_record(*values))
+    assert _access_line(formatter, *values) == through_record
+    line = orjson.loads(through_record)
+    assert (
+        line["duration_ms"] == round(elapsed * 1000, 3)
+        or abs(line["duration_ms"] - elapsed * 1000) <= 0.0005 + 1e-9 * elapsed * 1000
+    )
+    assert ("trace_id" in line) is (trace_id != 0)

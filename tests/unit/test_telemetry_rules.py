@@ -64,6 +64,8 @@ def test_statements_are_labelled_with_their_operation_and_first_table(
         "redis://:hunter2@cache:6379/0 refused",
         "DSN: host=db user=app password=hunter2 dbname=users",
         "connect(password='hunter2', user='app')",
+        "PASSWORD=hunter2 rejected",  # the pre-check ignores case, as the pattern does
+        "Passwd: hunter2",
     ],
 )
 def test_redaction_masks_passwords_in_urls_and_key_value_pairs(text: str) -> None:
