@@ -29,7 +29,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from building_blocks.telemetry.context import RequestNotes, open_notes, reset_notes
+from building_blocks.telemetry.context import RequestNotes, exemplar_of, open_notes, reset_notes
 from building_blocks.telemetry.exposition import MetricsExposition
 from building_blocks.telemetry.logging import (
     ACCESS_LOGGER,
@@ -88,6 +88,7 @@ class TelemetryMiddleware:
         # The provider is set in the lifespan, after this runs: looked up per request.
         self._roots_of: trace.TracerProvider | None = None
         self._roots: UnsampledRoots | None = None
+        self._roots_settled = False
         self._duration = metrics.http_duration
         self._active = metrics.http_active
         # Label lookups hash and lock; cache the children (bounded by routes x statuses).
@@ -100,31 +101,40 @@ class TelemetryMiddleware:
 
     def _start_span(
         self, scope: Scope, method: str, path: str
-    ) -> tuple[trace.Span, otel_context.Context | None]:
-        """The server span, and the context it continues (``None``: a new trace)."""
+    ) -> tuple[trace.Span, trace.SpanContext, bool, otel_context.Context | None]:
+        """The server span, its ids, whether it records, and the context it continues
+        (``None``: a new trace)."""
         headers: Headers = scope["headers"]
         # Most requests carry no trace headers: skip the propagators' parsing then.
         for name, _ in headers:
             if name in self._propagation_headers:
                 parent = propagate.extract(headers, getter=_GETTER)
-                return self._tracer.start_span(
+                span = self._tracer.start_span(
                     method, parent, SpanKind.SERVER, self._attributes(scope, method, path)
-                ), parent
+                )
+                return span, span.get_span_context(), span.is_recording(), parent
         # A new trace, never a child of whatever span is current.
-        provider = self._tracer_provider or trace.get_tracer_provider()
-        if provider is not self._roots_of:
-            self._roots_of, self._roots = provider, UnsampledRoots.for_provider(provider)
-        roots = self._roots
+        roots = self._roots if self._roots_settled else self._unsampled_roots()
         if roots is not None:
-            span = roots.start()
-            if span is not None:
-                return span, None
+            span_context = roots.start()
+            if span_context is not None:
+                return trace.NonRecordingSpan(span_context), span_context, False, None
         span = self._tracer.start_span(
             method, ROOT, SpanKind.SERVER, self._attributes(scope, method, path)
         )
         if roots is not None:
             roots.started_by_sdk()
-        return span, None
+        return span, span.get_span_context(), span.is_recording(), None
+
+    def _unsampled_roots(self) -> UnsampledRoots | None:
+        """`UnsampledRoots` of the provider; looked up per request until it is the SDK's
+        (the lifespan installs it after this middleware is made), then settled: the
+        global provider can be set only once."""
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        if provider is not self._roots_of:
+            self._roots_of, self._roots = provider, UnsampledRoots.for_provider(provider)
+        self._roots_settled = not isinstance(provider, trace.ProxyTracerProvider)
+        return self._roots
 
     @staticmethod
     def _attributes(scope: Scope, method: str, path: str) -> dict[str, str]:
@@ -141,12 +151,15 @@ class TelemetryMiddleware:
         started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
-        span, parent = self._start_span(scope, method, path)
-        span_context = span.get_span_context()
-        recording = span.is_recording()
+        span, span_context, recording, parent = self._start_span(scope, method, path)
         context = trace.set_span_in_context(span, parent)
         span_token = otel_context.attach(context)
-        notes, notes_token = open_notes(context, span_context, recording=recording)
+        notes, notes_token = open_notes(
+            context if span_context.is_valid else None,
+            unrecorded=not recording,
+            # Only a recorded span is sampled (the SDK samples what it records).
+            exemplar=exemplar_of(span_context) if recording else None,
+        )
         active = self._active_children.get(method)
         if active is None:
             active = self._active_children[method] = self._active.labels(method)

@@ -64,18 +64,15 @@ _notes: ContextVar[RequestNotes | None] = ContextVar("bb_request_notes", default
 
 def open_notes(
     context: Context | None = None,
-    span_context: trace.SpanContext | None = None,
     *,
-    recording: bool = False,
+    unrecorded: bool = False,
+    exemplar: dict[str, str] | None = None,
 ) -> tuple[RequestNotes, Token[RequestNotes | None]]:
-    """Start collecting notes for the current request (the middleware calls this, after
-    making ``context`` current: its server span's, whose ids are ``span_context`` and
-    which is ``recording`` or not)."""
-    notes = RequestNotes()
-    if context is not None and span_context is not None and span_context.is_valid:
-        notes.context = context
-        notes.unrecorded = not recording
-        notes.exemplar = exemplar_of(span_context)
+    """Start collecting notes for the current request. The middleware calls this after
+    making ``context`` current: its server span's (``None`` when that span has no valid
+    ids), which is ``unrecorded`` or not and whose trace's ``exemplar`` is
+    `exemplar_of` its ids."""
+    notes = RequestNotes([], None, context, unrecorded and context is not None, exemplar)
     return notes, _notes.set(notes)
 
 

@@ -198,20 +198,20 @@ class UnsampledRoots:
         """Call after the SDK started the root `start` left to it."""
         self._ids.forget()
 
-    def start(self) -> trace.Span | None:
-        """A root span that is not recorded, or ``None`` when the sampler records this
-        root: the caller then starts it with the SDK, passing `ROOT` as its context (a
-        root whatever span is current, as here), and calls `started_by_sdk`."""
+    def start(self) -> trace.SpanContext | None:
+        """The ids of a root span that is not recorded (the caller makes it a
+        `trace.NonRecordingSpan`), or ``None`` when the sampler records this root: the
+        caller then starts it with the SDK, passing `ROOT` as its context (a root
+        whatever span is current, as here), and calls `started_by_sdk`."""
         trace_id = self._ids.generate_trace_id()
         # TraceIdRatioBased's rule (its public `bound` and `TRACE_ID_LIMIT`); the test
         # compares every decision with the sampler's own should_sample.
         if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound:
             self._ids.reuse(trace_id)
             return None
-        context = trace.SpanContext(
+        return trace.SpanContext(
             trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=self._flags
         )
-        return trace.NonRecordingSpan(context)
 
 
 def _processor_for(config: TracingConfig) -> SpanProcessor | None:

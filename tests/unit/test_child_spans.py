@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from building_blocks.telemetry.context import (
     RequestNotes,
     current_exemplar,
+    exemplar_of,
     open_notes,
     reset_notes,
     start_child_span,
@@ -63,7 +64,12 @@ def _request(span: trace.Span) -> tuple[Callable[[], None], RequestNotes]:
     """What the HTTP middleware does for a request served under ``span``."""
     context = trace.set_span_in_context(span)
     token = otel_context.attach(context)
-    notes, notes_token = open_notes(context, span.get_span_context(), recording=span.is_recording())
+    span_context = span.get_span_context()
+    notes, notes_token = open_notes(
+        context if span_context.is_valid else None,
+        unrecorded=not span.is_recording(),
+        exemplar=exemplar_of(span_context),
+    )
 
     def close() -> None:
         reset_notes(notes_token)
