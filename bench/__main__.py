@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.instructions import carry_section
 from bench.report import render
 from bench.run import Options, run_benchmark
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     report = render(results, command.strip())
     output = args.output or (None if args.quick else Path(__file__).parent / "RESULTS.md")
     if output is not None:
+        if output.exists():  # keeps what `python -m bench.instructions` recorded there
+            report = carry_section(output.read_text(encoding="utf-8"), report)
         output.write_text(report, encoding="utf-8")
         print(f"wrote {output}")
     print(report)
