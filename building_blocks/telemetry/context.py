@@ -23,6 +23,7 @@ from opentelemetry.util.types import Attributes
 
 __all__ = [
     "RequestNotes",
+    "child_spans_dropped",
     "current_exemplar",
     "current_notes",
     "exemplar_of",
@@ -132,6 +133,15 @@ def exemplar_of(span_context: trace.SpanContext) -> dict[str, str] | None:
     return {"trace_id": format(span_context.trace_id, "032x")}
 
 
+def child_spans_dropped() -> bool:
+    """Whether `start_child_span` would hand back `trace.INVALID_SPAN` without asking the
+    tracer right now: inside a request whose trace is not recorded, while its server
+    span is the current one. A caller that builds a span's name and attributes per call
+    (one per SQL statement) asks this first and skips building them."""
+    notes = _notes.get()
+    return notes is not None and notes.unrecorded and notes.context is otel_context.get_current()
+
+
 def start_child_span(
     tracer: trace.Tracer,
     name: str,
@@ -153,8 +163,7 @@ def start_child_span(
     Inside a request whose server span is still the current one, the request's notes
     answer (`RequestNotes`); any other current span is looked up.
     """
-    notes = _notes.get()
-    if notes is not None and notes.unrecorded and notes.context is otel_context.get_current():
+    if child_spans_dropped():
         return trace.INVALID_SPAN
     parent = trace.get_current_span()
     if not parent.is_recording() and parent.get_span_context().is_valid:

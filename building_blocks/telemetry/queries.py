@@ -24,7 +24,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from building_blocks.telemetry.context import exemplar_of, note_pool, start_child_span
+from building_blocks.telemetry.context import (
+    child_spans_dropped,
+    exemplar_of,
+    note_pool,
+    start_child_span,
+)
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["QueryInstrumentation", "db_system_name", "parse_statement"]
@@ -118,19 +123,21 @@ class QueryInstrumentation:
             if context is None:  # no execution context to carry the span to "after"
                 return statement, params
             operation, collection = parse_statement(statement)
-            name = f"{operation} {collection}".strip() or system
-            span = start_child_span(
-                tracer,
-                name,
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "db.system.name": system,
-                    "db.operation.name": operation,
-                    "db.collection.name": collection,
-                    "db.query.text": statement,  # parameters stay out (hide_parameters)
-                    "db.client.connection.pool.name": pool,
-                },
-            )
+            if child_spans_dropped():  # most requests: no name or attributes to build
+                span: trace.Span = trace.INVALID_SPAN
+            else:
+                span = start_child_span(
+                    tracer,
+                    f"{operation} {collection}".strip() or system,
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "db.system.name": system,
+                        "db.operation.name": operation,
+                        "db.collection.name": collection,
+                        "db.query.text": statement,  # parameters stay out (hide_parameters)
+                        "db.client.connection.pool.name": pool,
+                    },
+                )
             # Not made current: nothing runs under a statement, and the histogram's
             # exemplar is read from the span itself (a context switch each way saved).
             setattr(context, _STATE, (span, time.perf_counter(), operation, collection))
