@@ -16,8 +16,8 @@ or sockets: served through uvicorn the ratio came out the same (docs/performance
 
 Requests are made one at a time. With 64 concurrent tasks (wrk's 64 connections), how
 many requests share an event-loop turn, a Redis pipeline or a database round trip
-follows the timing of the servers under valgrind, and counts moved by ±5% (cached) to
-±10% (uncached) between runs of the same code; one at a time, they repeat.
+follows the timing of the servers under valgrind, and an uncached get's count moved by
+±10% between runs of the same code; one at a time, counts repeat.
 
 Valgrind runs the code ~50x slower, and the service has timers. These settings keep
 their effect on a request as it is at full speed (each named in `VALGRIND_ENV`):
