@@ -7,12 +7,16 @@ app, starts its lifespan, reads every id once (the cached variants then measure 
 warms up, and switches counting on with ``callgrind_control`` only around the measured
 requests, made through the app's ASGI interface as in `bench.inprocess`. Every thread is
 counted: the log flusher's and the span exporter's work is part of a request's cost.
-The count repeats for the same code (within ~0.2%) whatever else the machine runs, as
-long as nothing else uses the same Redis and PostgreSQL (variants run one after the
-other for that reason). The ratio telemetry on / off is the instruction-count form of
-issue 5's throughput target: a CPU-bound server's throughput is the inverse of its
-work per request. No HTTP parsing
-or sockets: served through uvicorn the ratio came out the same (docs/performance.md).
+The count repeats for the same code: a cached get with telemetry off gave 737.7k to
+739.2k instructions in five runs, one of them beside two busy loops. Two processes
+sharing Redis and PostgreSQL moved it by ~1%, so variants run one after the other; the
+test suite running beside moved an uncached count by ~2% (timers fire more often per
+request in a slower process): run it on a machine that is otherwise quiet.
+
+The ratio telemetry on / off is the instruction-count form of issue 5's throughput
+target: a CPU-bound server's throughput is the inverse of its work per request. No HTTP
+parsing or sockets here: served by uvicorn and driven by wrk, the ratio came out the
+same (0.86x both ways, sixth pass in docs/performance.md).
 
 Requests are made one at a time. With 64 concurrent tasks (wrk's 64 connections), how
 many requests share an event-loop turn, a Redis pipeline or a database round trip
@@ -218,8 +222,8 @@ def _render(counts: dict[str, int], command: str) -> str:
         "",
         f"Recorded {when} with `{command}` (callgrind; every thread counted; the",
         "settings that keep valgrind's slowness from changing the timers' work are in",
-        "bench/instructions.py). The same code gives the same counts within ~0.2%,",
-        "whatever else the machine runs.",
+        "bench/instructions.py). The same code gives the same counts within ~1% on a",
+        "quiet machine.",
         "",
         "| path | telemetry off | telemetry on | on / off (throughput) | target |",
         "|---|---|---|---|---|",
@@ -262,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(ids_file),
                 )
             )
-            # One process at a time: two at once share Redis and PostgreSQL, and a reply
-            # that waits on the other process's requests changed a cached get's count by
-            # 7% (the apps' event loops turn more often).
+            # One process at a time: two at once share Redis and PostgreSQL, which moved a
+            # cached get's count by ~1%.
             for pair in PAIRS:
                 if pair.cached:  # both variants share the cache's namespace
                     _prime(pair.on, spec)
