@@ -25,7 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from bench.scenarios import server_specs
 from bench.servers import ServerSpec
 from bench.stack import Stack, running_stack
 
-__all__ = ["main"]
+__all__ = ["AppDriver", "main", "running"]
 
 
 def _variants(stack: Stack) -> dict[str, ServerSpec]:
@@ -76,35 +77,62 @@ async def _call(app: Any, path: str, state: dict[str, Any]) -> int:
     return status
 
 
-async def _measure(app: Any, paths: list[str], requests: int, repeats: int) -> list[float]:
-    state: dict[str, Any] = {}
-    async with app.router.lifespan_context(app) as lifespan_state:
-        state.update(lifespan_state or {})
-        deadline = time.monotonic() + 60
-        while await _call(app, paths[0], state) != 200:  # start-up runs in the background
-            if time.monotonic() > deadline:
-                raise RuntimeError("the app did not become ready")
+class AppDriver:
+    """Requests to an app's ASGI interface, as the in-process harnesses make them."""
+
+    def __init__(self, app: Any, paths: list[str], state: dict[str, Any]) -> None:
+        self._app = app
+        self._paths = paths
+        self._state = state
+
+    async def wait_ready(self) -> None:
+        """Until the first path answers 200 (start-up runs in the background)."""
+        # A poll of the app's answer: start-up sets no event an outsider can wait on.
+        while await _call(self._app, self._paths[0], self._state) != 200:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+    async def read_all(self, tasks: int = 64) -> None:
+        """Every path once (the cached variants then measure hits)."""
+        todo = list(self._paths)
+
+        async def fill() -> None:
+            while todo:
+                await _call(self._app, todo.pop(), self._state)
+
+        await asyncio.gather(*(fill() for _ in range(tasks)))
+
+    async def read_random(self, requests: int, tasks: int) -> None:
+        """``requests`` random paths, ``tasks`` at a time; any answer but 200 raises."""
 
         async def worker(count: int) -> None:
             for _ in range(count):
-                status = await _call(app, random.choice(paths), state)
+                status = await _call(self._app, random.choice(self._paths), self._state)
                 if status != 200:
                     raise RuntimeError(f"unexpected status {status}")
 
-        tasks = 64
-        todo = list(paths)
+        await asyncio.gather(*(worker(requests // tasks) for _ in range(tasks)))
 
-        async def fill() -> None:  # every id once: the cached variants measure hits
-            while todo:
-                await _call(app, todo.pop(), state)
 
-        await asyncio.gather(*(fill() for _ in range(tasks)))
-        await asyncio.gather(*(worker(3200 // tasks) for _ in range(tasks)))  # warm
+@asynccontextmanager
+async def running(app: Any, paths: list[str], *, ready_timeout: float) -> AsyncIterator[AppDriver]:
+    """``app`` with its lifespan started and ready, and a driver for it."""
+    state: dict[str, Any] = {}
+    async with app.router.lifespan_context(app) as lifespan_state:
+        state.update(lifespan_state or {})
+        driver = AppDriver(app, paths, state)
+        async with asyncio.timeout(ready_timeout):
+            await driver.wait_ready()
+        yield driver
+
+
+async def _measure(app: Any, paths: list[str], requests: int, repeats: int) -> list[float]:
+    async with running(app, paths, ready_timeout=60) as driver:
+        await driver.read_all()
+        await driver.read_random(3200, tasks=64)  # warm
         per_request: list[float] = []
         for _ in range(repeats):
             started = time.process_time()
-            await asyncio.gather(*(worker(requests // tasks) for _ in range(tasks)))
+            await driver.read_random(requests, tasks=64)
             per_request.append((time.process_time() - started) / requests * 1e6)
         return per_request
 

@@ -47,7 +47,6 @@ import asyncio
 import gc
 import logging
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -58,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.inprocess import _app_of, _call, _variants
+from bench.inprocess import _app_of, _variants, running
 from bench.stack import Stack, running_stack
 
 __all__ = ["PAIRS", "VALGRIND_ENV", "carry_section", "main", "replace_section"]
@@ -126,33 +125,14 @@ def _callgrind(switch: str) -> None:
 
 
 async def _count(app: Any, paths: list[str], tasks: int, requests: int) -> None:
-    state: dict[str, Any] = {}
-    async with app.router.lifespan_context(app) as lifespan_state:
-        state.update(lifespan_state or {})
-        deadline = time.monotonic() + 600
-        while await _call(app, paths[0], state) != 200:  # start-up runs in the background
-            if time.monotonic() > deadline:
-                raise RuntimeError("the app did not become ready")
-            await asyncio.sleep(0.1)
-        todo = list(paths)
-
-        async def fill() -> None:  # every id once: the cached variants measure hits
-            while todo:
-                await _call(app, todo.pop(), state)
-
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                status = await _call(app, random.choice(paths), state)
-                if status != 200:
-                    raise RuntimeError(f"unexpected status {status}")
-
-        await asyncio.gather(*(fill() for _ in range(64)))
+    async with running(app, paths, ready_timeout=600) as driver:
+        await driver.read_all()
         if requests == 0:
             return
-        await asyncio.gather(*(worker(800 // tasks) for _ in range(tasks)))  # warm
+        await driver.read_random(800, tasks)  # warm
         collections = [g["collections"] for g in gc.get_stats()]
         _callgrind("on")
-        await asyncio.gather(*(worker(requests // tasks) for _ in range(tasks)))
+        await driver.read_random(requests, tasks)
         _callgrind("off")
         collections = [
             g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)
