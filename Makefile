@@ -22,7 +22,7 @@ LOAD_CLASS_write := WriteUser
 LOAD_CLASS_mixed := MixedUser
 LOAD_CLASS_pool := PoolUser
 
-.PHONY: run test lint format audit install install-dev loadtest bench clean
+.PHONY: run test lint format audit install install-dev loadtest bench bench-instructions clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -65,6 +65,12 @@ loadtest: install-dev
 bench: install-dev
 	scripts/install-test-deps
 	$(PY) -m bench $(BENCH_ARGS)
+
+## Telemetry's cost as CPU instructions per request (valgrind's callgrind; ~10 minutes);
+## writes its section of bench/RESULTS.md. BENCH_ARGS=--quick prints only.
+bench-instructions: install-dev
+	scripts/install-test-deps
+	$(PY) -m bench.instructions $(BENCH_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
