@@ -34,7 +34,7 @@ from bench.scenarios import server_specs
 from bench.servers import ServerSpec
 from bench.stack import Stack, running_stack
 
-__all__ = ["AppDriver", "main", "running"]
+__all__ = ["AppDriver", "child_app", "main", "running", "stack_spec"]
 
 
 def _variants(stack: Stack) -> dict[str, ServerSpec]:
@@ -75,6 +75,33 @@ async def _call(app: Any, path: str, state: dict[str, Any]) -> int:
 
     await app(scope, receive, send)
     return status
+
+
+def stack_spec(stack: Stack, work: Path) -> str:
+    """``stack`` for a child process's ``--stack``: its URLs and a file of the user ids
+    (written under ``work``); `child_app` reads it back."""
+    ids_file = work / "ids.txt"
+    ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
+    urls = (stack.primary_url, stack.replica_url, stack.redis_url, stack.otlp_endpoint)
+    return "|".join((*urls, str(ids_file)))
+
+
+def child_app(
+    spec: str, variant: str, env: Mapping[str, str] | None = None
+) -> tuple[Any, list[str]]:
+    """In a child process: the app of ``variant`` (bench/scenarios.py) against the stack
+    `stack_spec` described, with its environment and then ``env`` set, and the paths of
+    every seeded user. The app's own log handler (format, batching) writes to /dev/null
+    instead of stderr."""
+    primary, replica, redis_url, otlp, ids_file = spec.split("|")
+    server = _variants(Stack(primary, replica, redis_url, (), otlp))[variant]
+    os.environ.update(server.env)
+    os.environ.update(env or {})
+    app = _app_of(server)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(Path(os.devnull).open("w"))  # noqa: SIM115 - lives as long as the process
+    return app, [f"/api/v1/users/{i}" for i in Path(ids_file).read_text().split()]
 
 
 class AppDriver:
@@ -148,17 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", help=argparse.SUPPRESS)  # internal: url|url|url|url|ids-file
     args = parser.parse_args(argv)
     if args.stack:  # a child: measure one variant against a running stack
-        primary, replica, redis_url, otlp, ids_file = args.stack.split("|")
-        ids = Path(ids_file).read_text().split()
-        stack = Stack(primary, replica, redis_url, (), otlp)
-        spec = _variants(stack)[args.only]
-        os.environ.update(spec.env)
-        app = _app_of(spec)
-        # The app's own handler (format, batching) writing to /dev/null instead of stderr.
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(Path(os.devnull).open("w"))  # noqa: SIM115 - lives as long as the process
-        paths = [f"/api/v1/users/{i}" for i in ids]
+        app, paths = child_app(args.stack, args.only)
         results = asyncio.run(_measure(app, paths, args.requests, args.repeats))
         spread = ", ".join(f"{r:.0f}" for r in results)
         print(f"{args.only:16} {statistics.median(results):7.0f} µs/request  ({spread})")
@@ -173,18 +190,8 @@ def _run_all(args: argparse.Namespace) -> int:
         work = Path(tmp)
         print(f"starting PostgreSQL primary + replica and Redis; seeding {args.users} users")
         with running_stack(work / "servers", users=args.users) as stack:
-            ids_file = work / "ids.txt"
-            ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
             names = [args.only] if args.only else list(_variants(stack))
-            spec = "|".join(
-                (
-                    stack.primary_url,
-                    stack.replica_url,
-                    stack.redis_url,
-                    stack.otlp_endpoint,
-                    str(ids_file),
-                )
-            )
+            spec = stack_spec(stack, work)
             for name in names:  # a fresh process each: no state carried between variants
                 subprocess.run(
                     [

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 import re
 import shutil
@@ -57,8 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.inprocess import _app_of, _variants, running
-from bench.stack import Stack, running_stack
+from bench.inprocess import child_app, running, stack_spec
+from bench.stack import running_stack
 
 __all__ = ["PAIRS", "VALGRIND_ENV", "carry_section", "main", "replace_section"]
 
@@ -101,18 +100,10 @@ PAIRS = (
 TARGET = 0.9  # issue 5: telemetry costs at most 10%
 
 
-def _child(variant: str, stack_spec: str, tasks: int, requests: int) -> None:
+def _child(variant: str, spec: str, tasks: int, requests: int) -> None:
     """In the valgrind process: build, warm, count ``requests`` requests (``requests=0``:
     only read every id once, without valgrind, to fill the cache; see `_prime`)."""
-    primary, replica, redis_url, otlp, ids_file = stack_spec.split("|")
-    spec = _variants(Stack(primary, replica, redis_url, (), otlp))[variant]
-    os.environ.update(spec.env)
-    os.environ.update(VALGRIND_ENV)
-    app = _app_of(spec)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(Path(os.devnull).open("w"))  # noqa: SIM115 - lives as long as the process
-    paths = [f"/api/v1/users/{i}" for i in Path(ids_file).read_text().split()]
+    app, paths = child_app(spec, variant, VALGRIND_ENV)
     asyncio.run(_count(app, paths, tasks, requests))
 
 
@@ -140,15 +131,15 @@ async def _count(app: Any, paths: list[str], tasks: int, requests: int) -> None:
         print(f"garbage collections while counted (by generation): {collections}", file=sys.stderr)
 
 
-def _prime(variant: str, stack_spec: str) -> None:
+def _prime(variant: str, spec: str) -> None:
     """Fill the cache before any count. A miss leaves a timer (the cache's single-flight
     grace, as long as the cache timeout: 30 s here) that would fire while a later count
     runs: a first count on a cold cache came out 7% higher, from 10,000 such timers."""
-    argv = [sys.executable, "-m", "bench.instructions", "--child", variant, "--stack", stack_spec]
+    argv = [sys.executable, "-m", "bench.instructions", "--child", variant, "--stack", spec]
     subprocess.run([*argv, "--tasks", "1", "--requests", "0"], check=True, capture_output=True)
 
 
-def _measure(variant: str, stack_spec: str, pair: Pair, work: Path) -> int:
+def _measure(variant: str, spec: str, pair: Pair, work: Path) -> int:
     """Instructions per request of ``variant`` (a valgrind process of its own)."""
     log = work / f"{variant}.valgrind.log"
     argv = [
@@ -163,7 +154,7 @@ def _measure(variant: str, stack_spec: str, pair: Pair, work: Path) -> int:
         "--child",
         variant,
         "--stack",
-        stack_spec,
+        spec,
         "--tasks",
         str(pair.tasks),
         "--requests",
@@ -235,17 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         print(f"starting PostgreSQL primary + replica and Redis; seeding {args.users} users")
         with running_stack(work / "servers", users=args.users) as stack:
-            ids_file = work / "ids.txt"
-            ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
-            spec = "|".join(
-                (
-                    stack.primary_url,
-                    stack.replica_url,
-                    stack.redis_url,
-                    stack.otlp_endpoint,
-                    str(ids_file),
-                )
-            )
+            spec = stack_spec(stack, work)
             # One process at a time: two at once share Redis and PostgreSQL, which moved a
             # cached get's count by ~1%.
             for pair in PAIRS:
