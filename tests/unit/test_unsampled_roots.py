@@ -68,14 +68,15 @@ async def _get(app: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
 
 
 class _HandedIds(ReusableTraceIds):
-    """Remembers every trace id it hands out (drawn or reused)."""
+    """Remembers every trace id it draws (`UnsampledRoots` for each root, the SDK when
+    nothing was left to reuse)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.handed: list[int] = []
 
-    def generate_trace_id(self) -> int:
-        trace_id = super().generate_trace_id()
+    def new_trace_id(self) -> int:
+        trace_id = super().new_trace_id()
         self.handed.append(trace_id)
         return trace_id
 
@@ -121,7 +122,8 @@ async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_aske
     assert {s.context.trace_id for s in recorded} == should_keep
     assert 0 < len(should_keep) < REQUESTS  # ~100 of 400; both kinds were exercised
     assert len({c.trace_id for c in seen.contexts}) == REQUESTS  # a new trace each
-    # A recorded root has the id the sampler was asked about: no id drawn and dropped.
+    # A recorded root has the id the sampler was asked about: no id drawn and dropped
+    # (the SDK drawing a fresh one would add an id no request ran under).
     assert set(ids.handed) == {c.trace_id for c in seen.contexts}
     for span in recorded:
         assert span.kind is SpanKind.SERVER
@@ -134,6 +136,14 @@ async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_aske
         if context.trace_id not in should_keep:
             assert context.trace_flags == sdk_dropped.get_span_context().trace_flags
             assert not context.trace_flags.sampled
+            # Made without SpanContext's constructor: the same object it would make.
+            ordinary = SpanContext(
+                context.trace_id, context.span_id, is_remote=False, trace_flags=context.trace_flags
+            )
+            assert type(context) is SpanContext
+            assert tuple(context) == tuple(ordinary)
+            assert context.trace_state == ordinary.trace_state
+            assert not context.is_remote
 
 
 async def test_a_traceparent_is_continued_and_the_current_span_is_never_the_parent() -> None:
@@ -235,3 +245,16 @@ def test_the_provider_tracing_builds_from_the_shipped_sampler_takes_the_fast_pat
     assert UnsampledRoots.for_provider(tracing.build_provider()) is not None
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")  # the SDK's default
     assert UnsampledRoots.for_provider(tracing.build_provider()) is None
+
+
+def test_dropped_roots_take_the_short_span_context_path_on_the_installed_api() -> None:
+    # `_span_context_fields` checks the tuple layout and says ``None`` when it moved:
+    # this says the check passes on the API version the project locks, so the short
+    # path (the one the test above compares with the constructor) is what runs.
+    provider, _ = _provider(ParentBasedTraceIdRatio(0.0), id_generator=ReusableTraceIds())
+    roots = UnsampledRoots.for_provider(provider)
+    assert roots is not None
+    assert roots._fields is not None
+    made = roots.start()
+    assert made is not None
+    assert made == SpanContext(made.trace_id, made.span_id, False, made.trace_flags)
