@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from building_blocks.telemetry.context import RequestNotes, exemplar_of, open_notes, reset_notes
 from building_blocks.telemetry.exposition import MetricsExposition
+from building_blocks.telemetry.instruments import InFlightChild
 from building_blocks.telemetry.logging import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -93,7 +94,7 @@ class TelemetryMiddleware:
         self._active = metrics.http_active
         # Label lookups hash and lock; cache the children (bounded by routes x statuses).
         self._duration_children: dict[tuple[str, str, int], Any] = {}
-        self._active_children: dict[str, Any] = {}
+        self._active_children: dict[str, InFlightChild] = {}
         # The request headers the configured propagators read (traceparent, baggage...).
         self._propagation_headers = frozenset(
             f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields
@@ -163,7 +164,6 @@ class TelemetryMiddleware:
         active = self._active_children.get(method)
         if active is None:
             active = self._active_children[method] = self._active.labels(method)
-        active.inc()
         status = 500
 
         def send_status(message: Message) -> Awaitable[None]:
@@ -174,6 +174,9 @@ class TelemetryMiddleware:
                 status = message["status"]
             return send(message)
 
+        # In flight until the `finally` below; ``send_status``, made for this request
+        # alone, is its token (`LocalInFlight`).
+        active[send_status] = None
         try:
             await self.app(scope, receive, send_status)
         except BaseException as exc:
@@ -192,7 +195,7 @@ class TelemetryMiddleware:
             # 0 is the invalid id (tracing off): no ids in the log line, no exemplar.
             trace_id = span_context.trace_id
             child.observe(elapsed, notes.exemplar)
-            active.dec()
+            del active[send_status]
             if recording:
                 _finish_span(span, method, route, status, notes.cache)
             level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO

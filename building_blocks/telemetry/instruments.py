@@ -6,14 +6,14 @@ is five Python calls, a linear scan of the buckets and two lock round trips (~0.
 a 2-core machine). An uncached read makes four observations and moves the in-flight
 gauge twice. `LocalHistogram` keeps a child's buckets and sum together behind one lock
 and finds the bucket by bisection: one Python call and one lock per observation
-(~0.3 µs); `LocalGauge` is the same for `inc`/`dec`/`set`. Both are ordinary registry
-collectors, so scrapes, the OpenMetrics format (exemplars included) and
+(~0.3 µs). `LocalInFlight` counts requests in progress with no lock at all. Both are
+ordinary registry collectors, so scrapes, the OpenMetrics format (exemplars included) and
 ``registry.get_sample_value`` see the same families and samples as before, except the
 ``_created`` series prometheus-client adds to its own histograms.
 
 They only work inside one process: prometheus-client's multiprocess mode (several
 workers behind one ``/metrics``) writes every value to memory-mapped files that the
-scraped worker sums. `histogram` and `gauge` therefore build prometheus-client's own
+scraped worker sums. `histogram` and `in_flight` therefore build prometheus-client's own
 instruments when that mode is on (`multiprocess_mode`), and these otherwise.
 """
 
@@ -24,7 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -33,14 +33,14 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
-    "GaugeChild",
     "HistogramChild",
-    "LabelledGauge",
+    "InFlightChild",
     "LabelledHistogram",
-    "LocalGauge",
+    "LabelledInFlight",
     "LocalHistogram",
-    "gauge",
+    "LocalInFlight",
     "histogram",
+    "in_flight",
     "multiprocess_mode",
 ]
 
@@ -56,16 +56,17 @@ class LabelledHistogram(Protocol):
     def labels(self, *labelvalues: str) -> HistogramChild: ...
 
 
-class GaugeChild(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
+class InFlightChild(Protocol):
+    """Requests in progress of one label set: ``child[token] = None`` when one starts,
+    ``del child[token]`` when it ends (a plain `dict` is one)."""
 
-    def dec(self, amount: float = 1) -> None: ...
+    def __setitem__(self, token: object, value: None, /) -> None: ...
 
-    def set(self, value: float) -> None: ...
+    def __delitem__(self, token: object, /) -> None: ...
 
 
-class LabelledGauge(Protocol):
-    def labels(self, *labelvalues: str) -> GaugeChild: ...
+class LabelledInFlight(Protocol):
+    def labels(self, *labelvalues: str) -> InFlightChild: ...
 
 
 def multiprocess_mode() -> bool:
@@ -198,35 +199,19 @@ class LocalHistogram(_Labelled[_HistogramValues]):
         yield family
 
 
-class _GaugeValue:
-    __slots__ = ("_lock", "_value")
+class LocalInFlight(_Labelled[dict[object, None]]):
+    """A gauge of the requests in progress in this process, counted at scrape time.
 
-    def __init__(self) -> None:
-        self._value = 0.0
-        self._lock = threading.Lock()
+    A request puts a token of its own (any hashable object unique to it) into its label
+    set's child, a plain `dict`, and deletes it when it ends; the sample is the child's
+    size. Each step is one dict operation in C, atomic under the GIL: no lock, no Python
+    call, where a locked ``inc``/``dec`` pair cost ~5,500 instructions per request
+    (callgrind). Like the pool gauges (`building_blocks.telemetry.pool`), the value is
+    read from what is there, so it cannot drift.
+    """
 
-    def inc(self, amount: float = 1) -> None:
-        with self._lock:
-            self._value += amount
-
-    def dec(self, amount: float = 1) -> None:
-        with self._lock:
-            self._value -= amount
-
-    def set(self, value: float) -> None:
-        with self._lock:
-            self._value = float(value)
-
-    def get(self) -> float:
-        with self._lock:
-            return self._value
-
-
-class LocalGauge(_Labelled[_GaugeValue]):
-    """A labelled gauge of this process (see the module docstring)."""
-
-    def _new_child(self) -> _GaugeValue:
-        return _GaugeValue()
+    def _new_child(self) -> dict[object, None]:
+        return {}
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self._name, self._documentation, labels=list(self._labelnames))
@@ -234,8 +219,38 @@ class LocalGauge(_Labelled[_GaugeValue]):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for key, child in self._items():
-            family.add_metric(list(key), child.get())
+            family.add_metric(list(key), float(len(child)))  # as prometheus-client exposes it
         yield family
+
+
+class _GaugeTokens:
+    """`InFlightChild` over a prometheus-client gauge child (multiprocess mode, where the
+    value must be in its files): a token in is ``inc``, a token out is ``dec``."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, gauge: Any) -> None:
+        self._gauge = gauge
+
+    def __setitem__(self, token: object, value: None) -> None:
+        self._gauge.inc()
+
+    def __delitem__(self, token: object) -> None:
+        self._gauge.dec()
+
+
+class _MultiprocessInFlight:
+    """`LabelledInFlight` over prometheus-client's `Gauge` (``livesum`` across workers)."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._children: dict[tuple[str, ...], _GaugeTokens] = {}
+
+    def labels(self, *labelvalues: str) -> _GaugeTokens:
+        child = self._children.get(labelvalues)
+        if child is None:
+            child = self._children[labelvalues] = _GaugeTokens(self._gauge.labels(*labelvalues))
+        return child
 
 
 def histogram(
@@ -252,18 +267,18 @@ def histogram(
     return LocalHistogram(name, documentation, labelnames, buckets=buckets, registry=registry)
 
 
-def gauge(
+def in_flight(
     name: str,
     documentation: str,
     labelnames: Sequence[str],
     *,
     registry: CollectorRegistry,
-    multiprocess: Literal["livesum", "max", "min"],
-) -> LabelledGauge:
-    """A `LocalGauge`, or prometheus-client's `Gauge` (summed across workers as
-    ``multiprocess`` says) in multiprocess mode."""
+) -> LabelledInFlight:
+    """A `LocalInFlight`, or prometheus-client's `Gauge` summed across workers
+    (``livesum``) in multiprocess mode."""
     if multiprocess_mode():
-        return Gauge(
-            name, documentation, labelnames, registry=registry, multiprocess_mode=multiprocess
+        gauge = Gauge(
+            name, documentation, labelnames, registry=registry, multiprocess_mode="livesum"
         )
-    return LocalGauge(name, documentation, labelnames, registry=registry)
+        return _MultiprocessInFlight(gauge)
+    return LocalInFlight(name, documentation, labelnames, registry=registry)

@@ -205,21 +205,27 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         warm; measured with bench.inprocess, docs/performance.md). ``args`` must not change
         after the call. If ``render`` raises, the line is reported as `logging` reports a
         record it cannot format (`Handler.handleError`, on stderr) and left out."""
-        self.acquire()
         try:
             self._add((render, args), level)
-        except (OSError, ValueError):
-            self._pending.clear()
-        finally:
-            self.release()
+        except (OSError, ValueError):  # a stream closed at exit: the batch is dropped
+            with self.lock:  # type: ignore[union-attr]
+                self._pending.clear()
 
     def _add(self, line: str | _Later, level: int) -> None:
-        pending = self._pending
-        pending.append(line)
-        if level >= logging.WARNING or len(pending) >= self.max_lines or self.flush_interval <= 0:
-            self._write_pending()
-        elif len(pending) == 1:
-            self._wake_flusher()
+        """Queue ``line``; write the batch now if it is full or ``level`` is WARNING+.
+        Takes the handler's lock itself (`emit` already holds it: it is reentrant), the
+        way `Handler.acquire` would, without that call and `release`'s per line."""
+        with self.lock:  # type: ignore[union-attr]  # a StreamHandler always has one
+            pending = self._pending
+            pending.append(line)
+            if (
+                level >= logging.WARNING
+                or len(pending) >= self.max_lines
+                or self.flush_interval <= 0
+            ):
+                self._write_pending()
+            elif len(pending) == 1:
+                self._wake_flusher()
 
     def flush(self) -> None:
         self.acquire()

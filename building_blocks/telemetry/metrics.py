@@ -19,10 +19,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from building_blocks.telemetry.instruments import (
-    LabelledGauge,
     LabelledHistogram,
-    gauge,
+    LabelledInFlight,
     histogram,
+    in_flight,
 )
 
 __all__ = ["LATENCY_BUCKETS", "Metrics"]
@@ -49,12 +49,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.http_active: LabelledGauge = gauge(
+        self.http_active: LabelledInFlight = in_flight(
             "http_server_active_requests",
             "Number of HTTP server requests in flight.",
             ["http_request_method"],
             registry=registry,
-            multiprocess="livesum",
         )
         # -- pools (event-driven parts; gauges are collected at scrape time) --------------
         self.pool_timeouts = Counter(

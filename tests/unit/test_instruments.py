@@ -12,7 +12,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.samples import Sample
 
 from building_blocks.telemetry import instruments
-from building_blocks.telemetry.instruments import LocalGauge, LocalHistogram
+from building_blocks.telemetry.instruments import LocalHistogram, LocalInFlight
 from building_blocks.telemetry.metrics import LATENCY_BUCKETS, Metrics
 
 
@@ -63,16 +63,20 @@ def test_nan_is_counted_in_no_bucket_as_prometheus_client_does() -> None:
     assert ours.get_sample_value("n_seconds_count") == 0
 
 
-def test_a_gauge_exposes_the_samples_of_prometheus_clients() -> None:
+def test_the_in_flight_gauge_exposes_the_samples_of_prometheus_clients() -> None:
     ours, theirs = CollectorRegistry(), CollectorRegistry()
-    local = LocalGauge("g", "doc", ["method"], registry=ours)
+    local = LocalInFlight("g", "doc", ["method"], registry=ours)
     reference = Gauge("g", "doc", ["method"], registry=theirs)
-    for gauge in (local, reference):
-        gauge.labels("GET").inc()
-        gauge.labels("GET").inc(3)
-        gauge.labels("GET").dec(2)
-        gauge.labels("POST").set(7)
-        gauge.labels("PUT").dec()
+    first, second, third = object(), object(), object()
+    local.labels("GET")[first] = None
+    local.labels("GET")[second] = None
+    local.labels("POST")[third] = None
+    del local.labels("GET")[first]
+    local.labels("PUT")  # a label set seen, nothing in flight
+    reference.labels("GET").inc(2)
+    reference.labels("POST").inc()
+    reference.labels("GET").dec()
+    reference.labels("PUT")
     assert _samples(ours) == _samples(theirs)
     assert generate_latest(ours) == generate_latest(theirs)
 
@@ -80,13 +84,17 @@ def test_a_gauge_exposes_the_samples_of_prometheus_clients() -> None:
 def test_observations_from_many_threads_are_all_counted() -> None:
     registry = CollectorRegistry()
     child = LocalHistogram("c_seconds", "doc", [], buckets=(1.0,), registry=registry).labels()
-    gauge = LocalGauge("c_active", "doc", [], registry=registry).labels()
+    in_flight = LocalInFlight("c_active", "doc", [], registry=registry).labels()
+    most = 0
 
     def work() -> None:
+        nonlocal most
         for _ in range(20_000):
-            gauge.inc()
+            token = object()
+            in_flight[token] = None
             child.observe(0.5)
-            gauge.dec()
+            most = max(most, len(in_flight))
+            del in_flight[token]
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -96,6 +104,7 @@ def test_observations_from_many_threads_are_all_counted() -> None:
     assert registry.get_sample_value("c_seconds_count") == 80_000
     assert registry.get_sample_value("c_seconds_sum") == 40_000
     assert registry.get_sample_value("c_active") == 0
+    assert 1 <= most <= 4
 
 
 def test_labels_are_checked_and_names_are_unique_in_a_registry() -> None:
@@ -116,7 +125,17 @@ def test_metrics_use_prometheus_clients_instruments_in_multiprocess_mode(
     monkeypatch.setattr(values.ValueClass, "_multiprocess", True)
     metrics = Metrics(CollectorRegistry())
     assert isinstance(metrics.http_duration, Histogram)
-    assert isinstance(metrics.http_active, Gauge)
+    # The in-flight gauge is prometheus-client's, moved by tokens in and out.
+    active = metrics.http_active.labels("GET")
+    token = object()
+    active[token] = None
+    assert (
+        metrics.registry.get_sample_value(
+            "http_server_active_requests", {"http_request_method": "GET"}
+        )
+        == 1
+    )
+    del active[token]
     # If prometheus-client stops keeping the flag, its own instruments are used.
     monkeypatch.delattr(values.ValueClass, "_multiprocess")
     assert instruments.multiprocess_mode()
