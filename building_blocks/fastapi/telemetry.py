@@ -29,7 +29,13 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from building_blocks.telemetry.context import RequestNotes, exemplar_of, open_notes, reset_notes
+from building_blocks.telemetry.context import (
+    RequestNotes,
+    context_with_span,
+    exemplar_of,
+    open_notes,
+    reset_notes,
+)
 from building_blocks.telemetry.exposition import MetricsExposition
 from building_blocks.telemetry.instruments import InFlightChild
 from building_blocks.telemetry.logging import (
@@ -153,7 +159,7 @@ class TelemetryMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         span, span_context, recording, parent = self._start_span(scope, method, path)
-        context = trace.set_span_in_context(span, parent)
+        context = context_with_span(span, parent)
         span_token = otel_context.attach(context)
         notes, notes_token = open_notes(
             context if span_context.is_valid else None,

@@ -24,11 +24,13 @@ from opentelemetry.util.types import Attributes
 __all__ = [
     "RequestNotes",
     "child_spans_dropped",
+    "context_with_span",
     "current_exemplar",
     "current_notes",
     "exemplar_of",
     "note_cache",
     "note_pool",
+    "note_statement",
     "open_notes",
     "reset_notes",
     "start_child_span",
@@ -92,6 +94,18 @@ def note_pool(pool: str) -> None:
         notes.pools.append(pool)
 
 
+def note_statement(pool: str) -> bool:
+    """`note_pool` for a statement about to run on ``pool``, answering
+    `child_spans_dropped` at the same time (one context variable read for both: the
+    query instrumentation asks both per statement)."""
+    notes = _notes.get()
+    if notes is None:
+        return False
+    if pool not in notes.pools:
+        notes.pools.append(pool)
+    return notes.unrecorded and notes.context is otel_context.get_current()
+
+
 def note_cache(result: str) -> None:
     """Record the cache result of this request: ``hit``, ``miss``, ``error`` or ``bypass``.
 
@@ -131,6 +145,21 @@ def exemplar_of(span_context: trace.SpanContext) -> dict[str, str] | None:
     if not (span_context.is_valid and span_context.trace_flags.sampled):
         return None
     return {"trace_id": format(span_context.trace_id, "032x")}
+
+
+#: The key under which the OpenTelemetry API keeps the current span in a `Context`,
+#: learnt from the API itself (``set_span_in_context`` on an empty context).
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+
+
+def context_with_span(span: trace.Span, parent: Context | None = None) -> Context:
+    """``trace.set_span_in_context(span, parent)``: ``parent`` (``None``: the current
+    context) with ``span`` as its current span. One call where the API makes four
+    (``set_value``, ``get_current`` twice): ~3,000 instructions fewer per request."""
+    base = otel_context.get_current() if parent is None else parent
+    if base:
+        return Context({**base, _SPAN_KEY: span})
+    return Context({_SPAN_KEY: span})
 
 
 def child_spans_dropped() -> bool:

@@ -24,12 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from building_blocks.telemetry.context import (
-    child_spans_dropped,
-    exemplar_of,
-    note_pool,
-    start_child_span,
-)
+from building_blocks.telemetry.context import exemplar_of, note_statement, start_child_span
 from building_blocks.telemetry.metrics import Metrics
 
 __all__ = ["QueryInstrumentation", "db_system_name", "parse_statement"]
@@ -65,13 +60,6 @@ def parse_statement(statement: str) -> tuple[str, str]:
     if target:
         collection = target.group(1).split(".")[-1].strip('`"[]')
     return operation, collection
-
-
-def _exemplar(span: trace.Span) -> dict[str, str] | None:
-    """As `current_exemplar`, for ``span`` (the statement's, which is not made current)."""
-    if span is trace.INVALID_SPAN:  # not started (its trace is not recorded)
-        return None
-    return exemplar_of(span.get_span_context())
 
 
 @dataclass(slots=True)
@@ -123,7 +111,7 @@ class QueryInstrumentation:
             if context is None:  # no execution context to carry the span to "after"
                 return statement, params
             operation, collection = parse_statement(statement)
-            if child_spans_dropped():  # most requests: no name or attributes to build
+            if note_statement(pool):  # most requests: no span, so no name or attributes
                 span: trace.Span = trace.INVALID_SPAN
             else:
                 span = start_child_span(
@@ -141,7 +129,6 @@ class QueryInstrumentation:
             # Not made current: nothing runs under a statement, and the histogram's
             # exemplar is read from the span itself (a context switch each way saved).
             setattr(context, _STATE, (span, time.perf_counter(), operation, collection))
-            note_pool(pool)
             return statement, params
 
         def finish(context: Any, error: BaseException | None) -> None:
@@ -155,7 +142,10 @@ class QueryInstrumentation:
             child = children.get(key)
             if child is None:
                 child = children[key] = histogram.labels(system, operation, collection, pool)
-            child.observe(elapsed, exemplar=_exemplar(span))
+            if span is trace.INVALID_SPAN:  # not started: no exemplar, nothing to end
+                child.observe(elapsed)
+                return
+            child.observe(elapsed, exemplar_of(span.get_span_context()))
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))

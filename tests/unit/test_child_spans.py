@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -13,8 +14,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 from building_blocks.telemetry.context import (
     RequestNotes,
+    context_with_span,
     current_exemplar,
     exemplar_of,
+    note_statement,
     open_notes,
     reset_notes,
     start_child_span,
@@ -114,3 +117,45 @@ def test_in_a_sampled_request_children_are_recorded_and_exemplars_name_the_trace
     (select, _) = exporter.get_finished_spans()
     assert select.parent is not None
     assert select.parent.span_id == server.get_span_context().span_id
+
+
+def test_context_with_span_is_the_apis_set_span_in_context() -> None:
+    span = trace.NonRecordingSpan(trace.SpanContext(7, 9, is_remote=False))
+    other = trace.NonRecordingSpan(trace.SpanContext(1, 2, is_remote=True))
+    with_values = baggage.set_baggage("tenant", "a", trace.set_span_in_context(other))
+    for parent in (None, Context(), with_values):
+        assert context_with_span(span, parent) == trace.set_span_in_context(span, parent)
+        assert trace.get_current_span(context_with_span(span, parent)) is span
+    # No parent: the current context's values are kept, its span replaced.
+    token = otel_context.attach(with_values)
+    try:
+        made = context_with_span(span)
+        assert made == trace.set_span_in_context(span)
+        assert baggage.get_baggage("tenant", made) == "a"
+        assert trace.get_current_span(made) is span
+    finally:
+        otel_context.detach(token)
+    assert context_with_span(span) == trace.set_span_in_context(span)  # nothing current
+
+
+def test_a_statement_is_noted_once_per_pool_and_says_whether_its_span_is_dropped() -> None:
+    assert note_statement("primary") is False  # outside a request: nothing to note
+    tracer, _ = tracer_with(ParentBased(ALWAYS_OFF))
+    close, notes = _request(tracer.start_span("GET /users/{id}"))
+    try:
+        assert note_statement("replica-0") is True
+        assert note_statement("replica-0") is True
+        assert note_statement("primary") is True
+        assert notes.pool == "replica-0,primary"
+        other = trace.NonRecordingSpan(trace.SpanContext(3, 4, is_remote=False))
+        with trace.use_span(other):  # another current span: it is asked, not the notes
+            assert note_statement("primary") is False
+    finally:
+        close()
+    recording, _ = tracer_with(ParentBased(ALWAYS_ON))
+    close, notes = _request(recording.start_span("GET /users/{id}"))
+    try:
+        assert note_statement("primary") is False  # recorded: the span is started
+        assert notes.pool == "primary"
+    finally:
+        close()
