@@ -4,9 +4,9 @@ prometheus-client keeps every value of a histogram (each bucket, the sum) behind
 of its own and checks, per call, that the metric has no unbound labels: one observation
 is five Python calls, a linear scan of the buckets and two lock round trips (~0.75 µs on
 a 2-core machine). An uncached read makes four observations and moves the in-flight
-gauge twice. `LocalHistogram` keeps a child's buckets and sum together behind one lock
-and finds the bucket by bisection: one Python call and one lock per observation
-(~0.3 µs). `LocalInFlight` counts requests in progress with no lock at all. Both are
+gauge twice. `LocalHistogram` keeps a child's buckets and sum in one list per
+observing thread and finds the bucket by bisection: one Python call and no lock per
+observation. `LocalInFlight` counts requests in progress with no lock at all. Both are
 ordinary registry collectors, so scrapes, the OpenMetrics format (exemplars included) and
 ``registry.get_sample_value`` see the same families and samples as before, except the
 ``_created`` series prometheus-client adds to its own histograms.
@@ -24,6 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from threading import get_ident
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, values
@@ -78,33 +79,46 @@ def multiprocess_mode() -> bool:
 
 class _HistogramValues:
     """One label set's buckets (not cumulative: a bucket counts what fell in it alone),
-    sum and latest exemplar per bucket."""
+    sum and latest exemplar per bucket.
 
-    __slots__ = ("_bounds", "_counts", "_exemplars", "_lock", "_sum")
+    Each thread that observes counts into a list of its own (the bucket counts, then the
+    sum), found by its thread id. Only that thread writes to it, so an observation takes
+    no lock and no increment can be lost; a lock round trip was ~2,000 of an
+    observation's ~4,300 instructions (callgrind). A scrape adds the lists up. Like
+    prometheus-client's (a lock per value, not one per observation), it may see an
+    observation in its bucket and not yet in the sum. An exemplar is one list item set:
+    the latest one stays, whichever thread set it.
+    """
+
+    __slots__ = ("_bounds", "_exemplars", "_threads")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self._bounds = bounds
-        self._counts = [0] * len(bounds)
+        self._threads: dict[int, list[float]] = {}
         self._exemplars: list[Exemplar | None] = [None] * len(bounds)
-        self._sum = 0.0
-        self._lock = threading.Lock()
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Count ``amount`` in the first bucket whose bound is ``>=`` it (``le``)."""
+        mine = self._threads.get(get_ident())
+        if mine is None:
+            mine = self._threads[get_ident()] = [0] * len(self._bounds) + [0.0]
         if amount != amount:  # noqa: PLR0124 - NaN: no bucket, only the sum (as prometheus-client)
-            with self._lock:
-                self._sum += amount
+            mine[-1] += amount
             return
         index = bisect_left(self._bounds, amount)
-        with self._lock:
-            self._counts[index] += 1
-            self._sum += amount
-            if exemplar is not None:
-                self._exemplars[index] = Exemplar(exemplar, amount, time.time())
+        mine[index] += 1
+        mine[-1] += amount
+        if exemplar is not None:
+            self._exemplars[index] = Exemplar(exemplar, amount, time.time())
 
     def snapshot(self) -> tuple[list[int], float, list[Exemplar | None]]:
-        with self._lock:
-            return list(self._counts), self._sum, list(self._exemplars)
+        counts = [0] * len(self._bounds)
+        total = 0.0
+        for theirs in list(self._threads.values()):
+            for index in range(len(counts)):
+                counts[index] += int(theirs[index])
+            total += theirs[-1]
+        return counts, total, list(self._exemplars)
 
 
 class _Labelled(Collector, ABC, Generic[_Child]):
