@@ -219,7 +219,8 @@ class TelemetryMiddleware:
                 )
             reset_notes(notes_token)
             otel_context.detach(span_token)
-            span.end()
+            if recording:  # a span that records nothing has nothing to end
+                span.end()
 
 
 class _AccessRecords:

@@ -94,13 +94,16 @@ class JsonFormatter(logging.Formatter):
         """The line's ``time``: ``datetime.fromtimestamp(created, UTC).isoformat(
         timespec="milliseconds")``, the date and seconds made once per second."""
         second = int(created)
-        micros = round((created - second) * 1_000_000)  # datetime rounds the same way
-        if micros == 1_000_000:
-            second, micros = second + 1, 0
+        # datetime rounds the microseconds half to even; half up gives the same
+        # millisecond (they differ only at an even x.5, never at a ...999.5), without
+        # the call to round().
+        millis = int((created - second) * 1_000_000 + 0.5) // 1000
+        if millis == 1000:
+            second, millis = second + 1, 0
         if second != self._second:
             self._second = second
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return self._second_text + _MILLIS[micros // 1000]
+        return self._second_text + _MILLIS[millis]
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__

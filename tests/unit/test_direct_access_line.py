@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -187,3 +188,19 @@ def test_the_template_line_is_the_record_paths_line_to_the_byte(  # noqa: PLR091
         or abs(line["duration_ms"] - elapsed * 1000) <= 0.0005 + 1e-9 * elapsed * 1000
     )
     assert ("trace_id" in line) is (trace_id != 0)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),
+        # Near a millisecond's or a second's end, where rounding decides.
+        st.integers(0, 4_102_444_799).flatmap(
+            lambda s: st.integers(0, 999).map(lambda ms: s + ms / 1000 + 0.0004995)
+        ),
+        st.integers(0, 4_102_444_799).map(lambda s: s + 0.9999995),
+    )
+)
+def test_the_line_time_is_datetimes_isoformat(created: float) -> None:
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert JsonFormatter().time_text(created) == expected
