@@ -89,9 +89,7 @@ def current_notes() -> RequestNotes | None:
 
 def note_pool(pool: str) -> None:
     """Record that a statement of this request ran on ``pool`` (``primary``, ``replica-0``)."""
-    notes = _notes.get()
-    if notes is not None and pool not in notes.pools:
-        notes.pools.append(pool)
+    note_statement(pool)
 
 
 def note_statement(pool: str) -> bool:
