@@ -295,10 +295,14 @@ class DirectReads:
         assert driver is not None  # noqa: S101 - a checked-out connection has one
         # The engine's statement events fire as on SQLAlchemy's own path, so whatever
         # listens (tracing, query metrics, a test counting statements) sees direct reads.
+        # Iterated, as SQLAlchemy's own path iterates them (the listener collection's
+        # ``__iter__``: its listeners in the order its ``__call__`` runs them), rather
+        # than tested and called: one Python call per event instead of two, and no
+        # ``*args`` repacking per listener.
         dispatch = self._reader.engine.sync_engine.dispatch
         context = _DirectContext(sql, args)
-        if dispatch.before_cursor_execute:
-            dispatch.before_cursor_execute(None, None, sql, args, context, False)
+        for listener in dispatch.before_cursor_execute:
+            listener(None, None, sql, args, context, False)
         try:
             if one:
                 record = await driver.fetchrow(sql, *args, timeout=bound)
@@ -312,8 +316,8 @@ class DirectReads:
                     _DirectError(context, exc, self._reader.engine.sync_engine)
                 )
             raise
-        if dispatch.after_cursor_execute:
-            dispatch.after_cursor_execute(None, None, sql, args, context, False)
+        for listener in dispatch.after_cursor_execute:
+            listener(None, None, sql, args, context, False)
         return records
 
     @property
