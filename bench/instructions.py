@@ -11,10 +11,10 @@ The count repeats for the same code: a cached get with telemetry off gave 737.7k
 739.2k instructions in five runs, one of them beside two busy loops; an uncached get with
 telemetry on stays within ~1% on one stack but gave 1,143k to 1,176k on different ones
 (the recorded 1 trace in 100 alone, ~1.35M instructions each, moves it by ~0.5% with
-the number recorded in a window). Two processes
-sharing Redis and PostgreSQL moved it by ~1%, so variants run one after the other; the
-test suite running beside moved an uncached count by ~2% (timers fire more often per
-request in a slower process): run it on a machine that is otherwise quiet.
+the number recorded in a window). Two processes sharing Redis and PostgreSQL moved it
+by ~1%, so variants run one after the other; the test suite running beside moved an
+uncached count by ~2% (timers fire more often per request in a slower process): run it
+on a machine that is otherwise quiet.
 
 The ratio telemetry on / off is the instruction-count form of issue 5's throughput
 target: a CPU-bound server's throughput is the inverse of its work per request. No HTTP

@@ -258,13 +258,10 @@ class _MultiprocessInFlight:
 
     def __init__(self, gauge: Gauge) -> None:
         self._gauge = gauge
-        self._children: dict[tuple[str, ...], _GaugeTokens] = {}
 
     def labels(self, *labelvalues: str) -> _GaugeTokens:
-        child = self._children.get(labelvalues)
-        if child is None:
-            child = self._children[labelvalues] = _GaugeTokens(self._gauge.labels(*labelvalues))
-        return child
+        # Not kept here: callers on a hot path keep their children (the middleware does).
+        return _GaugeTokens(self._gauge.labels(*labelvalues))
 
 
 def histogram(
