@@ -31,10 +31,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from building_blocks.telemetry.context import (
     RequestNotes,
-    context_with_span,
+    close_request,
     exemplar_of,
-    open_notes,
-    reset_notes,
+    open_request,
 )
 from building_blocks.telemetry.exposition import MetricsExposition
 from building_blocks.telemetry.instruments import InFlightChild
@@ -72,8 +71,8 @@ class _HeaderGetter(Getter[Headers]):
 _GETTER = _HeaderGetter()
 
 
-def _route_of(scope: Scope) -> str:
-    route = scope.get("route")
+def _route_of(route: object) -> str:
+    """The template of the route a request ``scope["route"]`` matched."""
     if route is None:
         return ""  # no route matched (404): never the raw path, it is unbounded
     return str(getattr(route, "path_format", None) or getattr(route, "path", ""))
@@ -101,6 +100,9 @@ class TelemetryMiddleware:
         # Label lookups hash and lock; cache the children (bounded by routes x statuses).
         self._duration_children: dict[tuple[str, str, int], Any] = {}
         self._active_children: dict[str, InFlightChild] = {}
+        # Route templates by the id of the matched route object (kept, so the id stays
+        # its own): an id and a dict lookup per request instead of `_route_of`'s calls.
+        self._routes: dict[int, tuple[object, str]] = {}
         # The request headers the configured propagators read (traceparent, baggage...).
         self._propagation_headers = frozenset(
             f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields
@@ -108,9 +110,9 @@ class TelemetryMiddleware:
 
     def _start_span(
         self, scope: Scope, method: str, path: str
-    ) -> tuple[trace.Span, trace.SpanContext, bool, otel_context.Context | None]:
-        """The server span, its ids, whether it records, and the context it continues
-        (``None``: a new trace)."""
+    ) -> tuple[trace.Span, int, int, bool, otel_context.Context | None]:
+        """The server span, its trace and span ids (``0``: invalid, tracing is off),
+        whether it records, and the context it continues (``None``: a new trace)."""
         headers: Headers = scope["headers"]
         # Most requests carry no trace headers: skip the propagators' parsing then.
         for name, _ in headers:
@@ -119,19 +121,28 @@ class TelemetryMiddleware:
                 span = self._tracer.start_span(
                     method, parent, SpanKind.SERVER, self._attributes(scope, method, path)
                 )
-                return span, span.get_span_context(), span.is_recording(), parent
+                ids = span.get_span_context()
+                return span, ids.trace_id, ids.span_id, span.is_recording(), parent
         # A new trace, never a child of whatever span is current.
         roots = self._roots if self._roots_settled else self._unsampled_roots()
         if roots is not None:
-            span_context = roots.start()
-            if span_context is not None:
-                return trace.NonRecordingSpan(span_context), span_context, False, None
+            dropped = roots.start()
+            if dropped is not None:
+                span_context, trace_id, span_id = dropped
+                return trace.NonRecordingSpan(span_context), trace_id, span_id, False, None
         span = self._tracer.start_span(
             method, ROOT, SpanKind.SERVER, self._attributes(scope, method, path)
         )
         if roots is not None:
             roots.started_by_sdk()
-        return span, span.get_span_context(), span.is_recording(), None
+        ids = span.get_span_context()
+        return span, ids.trace_id, ids.span_id, span.is_recording(), None
+
+    def _route(self, matched: object) -> str:
+        route = _route_of(matched)
+        if len(self._routes) < _MEMO_LIMIT:
+            self._routes[id(matched)] = (matched, route)
+        return route
 
     def _unsampled_roots(self) -> UnsampledRoots | None:
         """`UnsampledRoots` of the provider; looked up per request until it is the SDK's
@@ -158,14 +169,14 @@ class TelemetryMiddleware:
         started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
-        span, span_context, recording, parent = self._start_span(scope, method, path)
-        context = context_with_span(span, parent)
-        span_token = otel_context.attach(context)
-        notes, notes_token = open_notes(
-            context if span_context.is_valid else None,
+        span, trace_id, span_id, recording, parent = self._start_span(scope, method, path)
+        notes, token = open_request(
+            span,
+            parent,
+            valid=trace_id != 0,
             unrecorded=not recording,
             # Only a recorded span is sampled (the SDK samples what it records).
-            exemplar=exemplar_of(span_context) if recording else None,
+            exemplar=exemplar_of(span.get_span_context()) if recording else None,
         )
         active = self._active_children.get(method)
         if active is None:
@@ -191,15 +202,15 @@ class TelemetryMiddleware:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            route = _route_of(scope)
+            matched = scope.get("route")
+            known = self._routes.get(id(matched))
+            route = known[1] if known is not None and known[0] is matched else self._route(matched)
             key = (method, route, status)
             child = self._duration_children.get(key)
             if child is None:
                 child = self._duration_children[key] = self._duration.labels(
                     method, route, str(status)
                 )
-            # 0 is the invalid id (tracing off): no ids in the log line, no exemplar.
-            trace_id = span_context.trace_id
             child.observe(elapsed, notes.exemplar)
             del active[send_status]
             if recording:
@@ -214,11 +225,10 @@ class TelemetryMiddleware:
                     status,
                     elapsed,
                     notes,
-                    trace_id,
-                    span_context.span_id,
+                    trace_id,  # 0 is the invalid id (tracing off): no ids in the line
+                    span_id,
                 )
-            reset_notes(notes_token)
-            otel_context.detach(span_token)
+            close_request(token)
             if recording:  # a span that records nothing has nothing to end
                 span.end()
 

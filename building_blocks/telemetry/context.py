@@ -1,20 +1,17 @@
 """Per-request notes and trace ids: the small hooks other modules use to enrich telemetry.
 
-The HTTP middleware opens a `RequestNotes` for each request and writes the access-log
-line from it when the request ends. Code deeper down (the query instrumentation, the
-cache, replica routing) writes into it with `note_pool` / `note_cache` without knowing
-about HTTP; outside a request these calls do nothing.
-
-A mutable holder in one context variable (rather than a variable per field) because
-FastAPI runs parts of a request in child tasks and threads: they get a *copy* of the
-context, so a ``ContextVar.set`` there would never reach the middleware, while a change
-to the shared holder does.
+The HTTP middleware opens a `RequestNotes` for each request (`open_request`: in the
+OpenTelemetry context it makes current, beside its server span) and writes the
+access-log line from it when the request ends. Code deeper down (the query
+instrumentation, the cache, replica routing) writes into it with `note_pool` /
+`note_cache` without knowing about HTTP; outside a request these calls do nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,15 +21,15 @@ from opentelemetry.util.types import Attributes
 __all__ = [
     "RequestNotes",
     "child_spans_dropped",
-    "context_with_span",
+    "close_request",
+    "current_context",
     "current_exemplar",
     "current_notes",
     "exemplar_of",
     "note_cache",
     "note_pool",
     "note_statement",
-    "open_notes",
-    "reset_notes",
+    "open_request",
     "start_child_span",
     "trace_ids",
 ]
@@ -40,51 +37,104 @@ __all__ = [
 
 @dataclass(slots=True)
 class RequestNotes:
-    """What one request touched (pools that served statements, the cache result), and
+    """What one request touched (the pools that served statements, the cache result), and
     what its server span settles for the code below it.
 
     ``context`` is the OpenTelemetry context the middleware made current (its server
     span); ``unrecorded`` says that span belongs to a trace that is not recorded, and
     ``exemplar`` is the label set of its trace when it is sampled. Per statement and
     checkout these answer `start_child_span` and `current_exemplar` with one context
-    variable read, instead of looking the current span up through the OpenTelemetry API
-    (five calls, one of them an ABC ``isinstance``)."""
+    read, instead of looking the current span up through the OpenTelemetry API (five
+    calls, one of them an ABC ``isinstance``)."""
 
-    pools: list[str] = field(default_factory=list)
     cache: str | None = None
     context: Context | None = None
     unrecorded: bool = False
     exemplar: dict[str, str] | None = None
-
-    @property
-    def pool(self) -> str | None:
-        """The pools used, comma-separated in first-use order (``None`` if no database)."""
-        return ",".join(self.pools) if self.pools else None
+    #: The pools used, comma-separated in first-use order (``None``: no database).
+    pool: str | None = None
 
 
-_notes: ContextVar[RequestNotes | None] = ContextVar("bb_request_notes", default=None)
+def _runtime_context_var() -> ContextVar[Context] | None:
+    """The context variable in which the OpenTelemetry API keeps the current context,
+    when its runtime context is the default one (``contextvars``, `OTEL_PYTHON_CONTEXT`
+    unset) and a context attached through the API is that variable's value; else
+    ``None``: then the API's own functions are used.
+
+    The API's ``attach``/``detach``/``get_current`` are two Python calls each around
+    that variable's ``set``/``reset``/``get``; a request makes five such calls
+    (callgrind: ~1,600 instructions for attach + detach, ~650 per ``get_current``)."""
+    var = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    if not isinstance(var, ContextVar):
+        return None
+    probe = Context({"bb-probe": True})
+    token = otel_context.attach(probe)
+    try:
+        seen = var.get(None)
+    finally:
+        otel_context.detach(token)
+    return var if seen is probe else None
 
 
-def open_notes(
-    context: Context | None = None,
+_CONTEXT_VAR = _runtime_context_var()
+
+#: ``opentelemetry.context.get_current``, ``attach`` and ``detach``, as the context
+#: variable's own methods when `_runtime_context_var` found it.
+current_context: Callable[[], Context] = (
+    otel_context.get_current if _CONTEXT_VAR is None else _CONTEXT_VAR.get
+)
+_attach: Callable[[Context], Token[Context]] = (
+    otel_context.attach if _CONTEXT_VAR is None else _CONTEXT_VAR.set
+)
+_detach: Callable[[Token[Context]], None] = (
+    otel_context.detach if _CONTEXT_VAR is None else _CONTEXT_VAR.reset
+)
+
+#: The keys under which the OpenTelemetry API keeps the current span in a `Context`,
+#: learnt from the API itself (``set_span_in_context`` on an empty context), and under
+#: which the request's notes ride along with it.
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+_NOTES_KEY = otel_context.create_key("bb-request-notes")
+
+
+def open_request(
+    span: trace.Span,
+    parent: Context | None = None,
     *,
-    unrecorded: bool = False,
+    valid: bool,
+    unrecorded: bool,
     exemplar: dict[str, str] | None = None,
-) -> tuple[RequestNotes, Token[RequestNotes | None]]:
-    """Start collecting notes for the current request. The middleware calls this after
-    making ``context`` current: its server span's (``None`` when that span has no valid
-    ids), which is ``unrecorded`` or not and whose trace's ``exemplar`` is
-    `exemplar_of` its ids."""
-    notes = RequestNotes([], None, context, unrecorded and context is not None, exemplar)
-    return notes, _notes.set(notes)
+) -> tuple[RequestNotes, Token[Context]]:
+    """Make ``span`` (the request's server span) current, with fresh `RequestNotes` in
+    the same context: ``parent`` (``None``: the current context) with ``span`` and the
+    notes, attached in one context switch (`close_request` undoes it).
+
+    ``valid`` says the span has valid ids (tracing is on); ``unrecorded`` that its trace
+    is not recorded; ``exemplar`` is `exemplar_of` its ids when it is sampled. The
+    context is what ``trace.set_span_in_context(span, parent)`` makes, plus the notes'
+    key (tests/unit/test_child_spans.py), without its four calls.
+
+    The notes are one mutable holder in the context rather than a value per field
+    because FastAPI runs parts of a request in child tasks and threads: they get a
+    *copy* of the context, so a new value set there would never reach the middleware,
+    while a change to the shared holder does."""
+    notes = RequestNotes(None, None, False, exemplar)
+    base = current_context() if parent is None else parent
+    context = Context({**base, _SPAN_KEY: span, _NOTES_KEY: notes})
+    if valid:
+        notes.context = context
+        notes.unrecorded = unrecorded
+    return notes, _attach(context)
 
 
-def reset_notes(token: Token[RequestNotes | None]) -> None:
-    _notes.reset(token)
+#: Ends what `open_request` started (the token it handed back).
+close_request = _detach
 
 
 def current_notes() -> RequestNotes | None:
-    return _notes.get()
+    """The notes of the request being served (``None`` outside one)."""
+    notes = current_context().get(_NOTES_KEY)
+    return notes if isinstance(notes, RequestNotes) else None
 
 
 def note_pool(pool: str) -> None:
@@ -94,14 +144,18 @@ def note_pool(pool: str) -> None:
 
 def note_statement(pool: str) -> bool:
     """`note_pool` for a statement about to run on ``pool``, answering
-    `child_spans_dropped` at the same time (one context variable read for both: the
-    query instrumentation asks both per statement)."""
-    notes = _notes.get()
-    if notes is None:
+    `child_spans_dropped` at the same time (one context read for both: the query
+    instrumentation asks both per statement)."""
+    context = current_context()
+    notes = context.get(_NOTES_KEY)
+    if not isinstance(notes, RequestNotes):
         return False
-    if pool not in notes.pools:
-        notes.pools.append(pool)
-    return notes.unrecorded and notes.context is otel_context.get_current()
+    noted = notes.pool
+    if noted is None:
+        notes.pool = pool
+    elif noted != pool and pool not in noted.split(","):
+        notes.pool = f"{noted},{pool}"
+    return notes.unrecorded and notes.context is context
 
 
 def note_cache(result: str) -> None:
@@ -110,8 +164,8 @@ def note_cache(result: str) -> None:
     With several lookups in one request the last one wins, except that a ``miss`` or
     ``error`` is not hidden by a later ``hit``.
     """
-    notes = _notes.get()
-    if notes is not None and (notes.cache is None or result != "hit"):
+    notes = current_context().get(_NOTES_KEY)
+    if isinstance(notes, RequestNotes) and (notes.cache is None or result != "hit"):
         notes.cache = result
 
 
@@ -131,8 +185,8 @@ def current_exemplar() -> dict[str, str] | None:
     shows exemplars only when scraped as OpenMetrics; in multiprocess mode prometheus-client
     drops them (a documented limitation), which costs nothing.
     """
-    notes = _notes.get()
-    if notes is not None and notes.context is not None:
+    notes = current_context().get(_NOTES_KEY)
+    if isinstance(notes, RequestNotes) and notes.context is not None:
         return notes.exemplar
     return exemplar_of(trace.get_current_span().get_span_context())
 
@@ -145,26 +199,14 @@ def exemplar_of(span_context: trace.SpanContext) -> dict[str, str] | None:
     return {"trace_id": format(span_context.trace_id, "032x")}
 
 
-#: The key under which the OpenTelemetry API keeps the current span in a `Context`,
-#: learnt from the API itself (``set_span_in_context`` on an empty context).
-_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
-
-
-def context_with_span(span: trace.Span, parent: Context | None = None) -> Context:
-    """``trace.set_span_in_context(span, parent)``: ``parent`` (``None``: the current
-    context) with ``span`` as its current span. One call where the API makes four
-    (``set_value``, ``get_current`` twice): ~3,000 instructions fewer per request."""
-    base = otel_context.get_current() if parent is None else parent
-    return Context({**base, _SPAN_KEY: span})
-
-
 def child_spans_dropped() -> bool:
     """Whether `start_child_span` would hand back `trace.INVALID_SPAN` without asking the
     tracer right now: inside a request whose trace is not recorded, while its server
     span is the current one. A caller that builds a span's name and attributes per call
     (one per SQL statement) asks this first and skips building them."""
-    notes = _notes.get()
-    return notes is not None and notes.unrecorded and notes.context is otel_context.get_current()
+    context = current_context()
+    notes = context.get(_NOTES_KEY)
+    return isinstance(notes, RequestNotes) and notes.unrecorded and notes.context is context
 
 
 def start_child_span(

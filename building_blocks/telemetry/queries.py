@@ -38,7 +38,7 @@ _TARGET = re.compile(
     r"\b(?:FROM|INTO|UPDATE|JOIN)\s+((?:[`\"\[]?\w+[`\"\]]?\.)?[`\"\[]?\w+[`\"\]]?)",
     re.IGNORECASE,
 )
-_STATE = "_bb_query"  # attribute on SQLAlchemy's ExecutionContext: (span, start, ...)
+_STATE = "_bb_query"  # attribute on SQLAlchemy's ExecutionContext: [span, start, ..., error]
 
 
 def db_system_name(dialect_name: str) -> str:
@@ -128,15 +128,20 @@ class QueryInstrumentation:
                 )
             # Not made current: nothing runs under a statement, and the histogram's
             # exemplar is read from the span itself (a context switch each way saved).
-            setattr(context, _STATE, (span, time.perf_counter(), operation, collection))
+            # The last item is the error `on_error` hands over.
+            setattr(context, _STATE, [span, time.perf_counter(), operation, collection, None])
             return statement, params
 
-        def finish(context: Any, error: BaseException | None) -> None:
+        def after(  # noqa: PLR0917 - the signature of SQLAlchemy's event
+            conn: Any, cursor: Any, statement: Any, params: Any, context: Any, many: bool
+        ) -> None:
+            # Also ends a failed statement (`on_error`), so the success path takes no
+            # extra call.
             state = getattr(context, _STATE, None)
             if state is None:
                 return
             setattr(context, _STATE, None)
-            span, started, operation, collection = state
+            span, started, operation, collection, error = state
             elapsed = time.perf_counter() - started
             key = (operation, collection)
             child = children.get(key)
@@ -152,14 +157,12 @@ class QueryInstrumentation:
                 span.set_attribute("error.type", type(error).__name__)
             span.end()
 
-        def after(  # noqa: PLR0917 - the signature of SQLAlchemy's event
-            conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-        ) -> None:
-            finish(context, None)
-
         def on_error(exception_context: Any) -> None:
-            if exception_context.execution_context is not None:
-                finish(exception_context.execution_context, exception_context.original_exception)
+            context = exception_context.execution_context
+            state = None if context is None else getattr(context, _STATE, None)
+            if state is not None:
+                state[-1] = exception_context.original_exception
+                after(None, None, None, None, context, False)
 
         return (
             ("before_cursor_execute", before),

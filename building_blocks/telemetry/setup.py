@@ -210,11 +210,12 @@ class UnsampledRoots:
         """Call after the SDK started the root `start` left to it."""
         self._ids.forget()
 
-    def start(self) -> trace.SpanContext | None:
-        """The ids of a root span that is not recorded (the caller makes it a
-        `trace.NonRecordingSpan`), or ``None`` when the sampler records this root: the
-        caller then starts it with the SDK, passing `ROOT` as its context (a root
-        whatever span is current, as here), and calls `started_by_sdk`."""
+    def start(self) -> tuple[trace.SpanContext, int, int] | None:
+        """The context of a root span that is not recorded (the caller makes it a
+        `trace.NonRecordingSpan`) with its trace and span ids, or ``None`` when the
+        sampler records this root: the caller then starts it with the SDK, passing
+        `ROOT` as its context (a root whatever span is current, as here), and calls
+        `started_by_sdk`."""
         trace_id = self._ids.new_trace_id()
         # TraceIdRatioBased's rule (its public `bound` and `TRACE_ID_LIMIT`); the test
         # compares every decision with the sampler's own should_sample.
@@ -223,9 +224,11 @@ class UnsampledRoots:
             return None
         span_id = self._ids.generate_span_id()
         if self._fields is None:
-            return trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=self._flags)
+            made = trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=self._flags)
+            return made, trace_id, span_id
         is_remote, flags, state, is_valid = self._fields
-        return _new_tuple(trace.SpanContext, (trace_id, span_id, is_remote, flags, state, is_valid))
+        made = _new_tuple(trace.SpanContext, (trace_id, span_id, is_remote, flags, state, is_valid))
+        return made, trace_id, span_id
 
 
 _new_tuple = tuple.__new__

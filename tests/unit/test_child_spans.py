@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 
+import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
+from building_blocks.telemetry import context as notes_module
 from building_blocks.telemetry.context import (
     RequestNotes,
-    context_with_span,
+    close_request,
+    current_context,
     current_exemplar,
+    current_notes,
     exemplar_of,
+    note_cache,
     note_statement,
-    open_notes,
-    reset_notes,
+    open_request,
     start_child_span,
 )
 
@@ -65,20 +71,14 @@ def test_outside_any_trace_the_span_is_a_root_as_usual() -> None:
 
 def _request(span: trace.Span) -> tuple[Callable[[], None], RequestNotes]:
     """What the HTTP middleware does for a request served under ``span``."""
-    context = trace.set_span_in_context(span)
-    token = otel_context.attach(context)
     span_context = span.get_span_context()
-    notes, notes_token = open_notes(
-        context if span_context.is_valid else None,
+    notes, token = open_request(
+        span,
+        valid=span_context.is_valid,
         unrecorded=not span.is_recording(),
         exemplar=exemplar_of(span_context),
     )
-
-    def close() -> None:
-        reset_notes(notes_token)
-        otel_context.detach(token)
-
-    return close, notes
+    return lambda: close_request(token), notes
 
 
 def test_in_a_sampled_out_request_the_notes_answer_and_another_current_span_is_asked() -> None:
@@ -119,23 +119,78 @@ def test_in_a_sampled_request_children_are_recorded_and_exemplars_name_the_trace
     assert select.parent.span_id == server.get_span_context().span_id
 
 
-def test_context_with_span_is_the_apis_set_span_in_context() -> None:
+def test_open_request_makes_the_apis_context_with_the_notes_beside_the_span() -> None:
     span = trace.NonRecordingSpan(trace.SpanContext(7, 9, is_remote=False))
     other = trace.NonRecordingSpan(trace.SpanContext(1, 2, is_remote=True))
     with_values = baggage.set_baggage("tenant", "a", trace.set_span_in_context(other))
-    for parent in (None, Context(), with_values):
-        assert context_with_span(span, parent) == trace.set_span_in_context(span, parent)
-        assert trace.get_current_span(context_with_span(span, parent)) is span
-    # No parent: the current context's values are kept, its span replaced.
-    token = otel_context.attach(with_values)
+    outer = otel_context.attach(with_values)  # what a request with no parent continues
     try:
-        made = context_with_span(span)
-        assert made == trace.set_span_in_context(span)
-        assert baggage.get_baggage("tenant", made) == "a"
-        assert trace.get_current_span(made) is span
+        for parent in (None, Context(), with_values):
+            expected = trace.set_span_in_context(span, parent)
+            notes, token = open_request(span, parent, valid=True, unrecorded=True)
+            made = otel_context.get_current()  # the API sees what open_request attached
+            try:
+                assert made is current_context()
+                assert made is notes.context
+                assert current_notes() is notes
+                assert trace.get_current_span() is span
+                # Baggage and all: the API's context, and the notes' key besides.
+                assert {k: v for k, v in made.items() if v is not notes} == expected
+                assert len(made) == len(expected) + 1
+            finally:
+                close_request(token)
+            assert otel_context.get_current() is with_values  # back to what it was
     finally:
-        otel_context.detach(token)
-    assert context_with_span(span) == trace.set_span_in_context(span)  # nothing current
+        otel_context.detach(outer)
+    assert current_notes() is None
+
+
+def test_invalid_ids_give_notes_that_collect_but_decide_nothing() -> None:
+    # Tracing off: the notes still collect the pool and cache for the access line, but
+    # they neither drop children nor name an exemplar.
+    notes, token = open_request(trace.INVALID_SPAN, valid=False, unrecorded=True)
+    try:
+        assert notes.context is None
+        assert not notes.unrecorded
+        assert note_statement("primary") is False
+        note_cache("miss")
+        note_cache("hit")  # a later hit does not hide the miss
+        assert (notes.pool, notes.cache) == ("primary", "miss")
+    finally:
+        close_request(token)
+    note_cache("hit")  # outside a request: nothing to note, nothing raised
+    assert notes.cache == "miss"
+
+
+def test_the_context_variable_is_used_only_when_the_api_keeps_its_context_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The installed API (contextvars runtime): its variable is found and read directly.
+    assert notes_module._CONTEXT_VAR is not None
+    assert notes_module.current_context == notes_module._CONTEXT_VAR.get
+
+    class Elsewhere(ContextVarsRuntimeContext):
+        """A runtime context that keeps the current context in a variable of its own,
+        leaving the attribute the check looks at unused."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._mine: ContextVar[Context] = ContextVar("mine")
+            self._mine.set(Context())
+
+        def attach(self, context: Context) -> Token[Context]:
+            return self._mine.set(context)
+
+        def get_current(self) -> Context:
+            return self._mine.get()
+
+        def detach(self, token: Token[Context]) -> None:
+            self._mine.reset(token)
+
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", Elsewhere())
+    assert notes_module._runtime_context_var() is None
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", object())  # no variable at all
+    assert notes_module._runtime_context_var() is None
 
 
 def test_a_statement_is_noted_once_per_pool_and_says_whether_its_span_is_dropped() -> None:

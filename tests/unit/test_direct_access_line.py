@@ -24,7 +24,7 @@ ARGS = (
     "/api/v1/users/6f1c2a9e-0000-4000-8000-000000000001",
     200,
     0.0012345,
-    RequestNotes(pools=["replica-0"], cache="miss"),
+    RequestNotes(cache="miss", pool="replica-0"),
     0x0AF7651916CD43DD8448EB211C80319C,
     0xB7AD6B7169203331,
 )

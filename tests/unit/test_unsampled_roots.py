@@ -255,6 +255,8 @@ def test_dropped_roots_take_the_short_span_context_path_on_the_installed_api() -
     roots = UnsampledRoots.for_provider(provider)
     assert roots is not None
     assert roots._fields is not None
-    made = roots.start()
-    assert made is not None
-    assert made == SpanContext(made.trace_id, made.span_id, False, made.trace_flags)
+    started = roots.start()
+    assert started is not None
+    made, trace_id, span_id = started
+    assert (made.trace_id, made.span_id) == (trace_id, span_id)
+    assert made == SpanContext(trace_id, span_id, False, made.trace_flags)
