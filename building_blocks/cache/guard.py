@@ -200,7 +200,7 @@ class GuardedBackend:
     def _observe(self, operation: str, started: float) -> None:
         histogram = self._durations.get(operation)
         if histogram is not None:
-            histogram.observe(time.perf_counter() - started)
+            histogram.add(time.perf_counter() - started)
 
     def _has_pending(self) -> bool:
         return self._overflowed or bool(self._pending_keys or self._pending_tags)

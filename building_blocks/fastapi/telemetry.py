@@ -211,7 +211,11 @@ class TelemetryMiddleware:
                 child = self._duration_children[key] = self._duration.labels(
                     method, route, str(status)
                 )
-            child.observe(elapsed, notes.exemplar)
+            exemplar = notes.exemplar
+            if exemplar is None:
+                child.add(elapsed)
+            else:
+                child.observe(elapsed, exemplar)
             del active[send_status]
             if recording:
                 _finish_span(span, method, route, status, notes.cache)

@@ -121,7 +121,7 @@ class PoolInstrumentation:
         def on_checkin(_dbapi: Any, record: Any) -> None:
             started = record.info.pop(_CHECKOUT_AT, None)
             if started is not None:
-                use_time.observe(time.perf_counter() - started)
+                use_time.add(time.perf_counter() - started)
 
         def on_do_connect(_dialect: Any, record: Any, _cargs: Any, _cparams: Any) -> None:
             record.info[_CONNECT_AT] = time.perf_counter()
@@ -161,7 +161,11 @@ class PoolInstrumentation:
             finally:
                 state.pending -= 1
             now = time.perf_counter()
-            wait_time.observe(now - started, exemplar=current_exemplar())
+            exemplar = current_exemplar()
+            if exemplar is None:
+                wait_time.add(now - started)
+            else:
+                wait_time.observe(now - started, exemplar)
             # Use time runs from here to the checkin event (no checkout listener needed:
             # every checkout comes through this method).
             connection.info[_CHECKOUT_AT] = now

@@ -148,7 +148,7 @@ class QueryInstrumentation:
             if child is None:
                 child = children[key] = histogram.labels(system, operation, collection, pool)
             if span is trace.INVALID_SPAN:  # not started: no exemplar, nothing to end
-                child.observe(elapsed)
+                child.add(elapsed)
                 return
             child.observe(elapsed, exemplar_of(span.get_span_context()))
             if error is not None:
