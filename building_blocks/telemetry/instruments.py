@@ -4,9 +4,9 @@ prometheus-client keeps every value of a histogram (each bucket, the sum) behind
 of its own and checks, per call, that the metric has no unbound labels: one observation
 is five Python calls, a linear scan of the buckets and two lock round trips (~0.75 µs on
 a 2-core machine). An uncached read makes four observations and moves the in-flight
-gauge twice. `LocalHistogram` keeps a child's buckets and sum in one list per
-observing thread and finds the bucket by bisection: one Python call and no lock per
-observation. `LocalInFlight` counts requests in progress with no lock at all. Both are
+gauge twice. `LocalHistogram` appends an observation to a list (one call in C, no lock)
+and counts the list into its buckets when it is scraped, and once a second from a
+thread of its own. `LocalInFlight` counts requests in progress with no lock at all. Both are
 ordinary registry collectors, so scrapes, the OpenMetrics format (exemplars included) and
 ``registry.get_sample_value`` see the same families and samples as before, except the
 ``_created`` series prometheus-client adds to its own histograms.

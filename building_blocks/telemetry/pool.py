@@ -167,8 +167,11 @@ class PoolInstrumentation:
             else:
                 wait_time.observe(now - started, exemplar)
             # Use time runs from here to the checkin event (no checkout listener needed:
-            # every checkout comes through this method).
-            connection.info[_CHECKOUT_AT] = now
+            # every checkout comes through this method). The record's ``info`` is the
+            # one the checkin event gets; the connection's ``info`` is the same dict,
+            # reached through two Python calls per checkout.
+            record = getattr(connection, "_connection_record", None) or connection
+            record.info[_CHECKOUT_AT] = now
             return connection
 
         # Instance attribute shadows the method: this pool only, undone by deleting it.
