@@ -230,7 +230,9 @@ def start_child_span(
     Inside a request whose server span is still the current one, the request's notes
     answer (`RequestNotes`); any other current span is looked up.
     """
-    if child_spans_dropped():
+    context = current_context()  # `child_spans_dropped`, inline: once per unit of work
+    notes = context.get(_NOTES_KEY)
+    if isinstance(notes, RequestNotes) and notes.unrecorded and notes.context is context:
         return trace.INVALID_SPAN
     parent = trace.get_current_span()
     if not parent.is_recording() and parent.get_span_context().is_valid:

@@ -147,8 +147,8 @@ class ReusableTraceIds(RandomIdGenerator):
 
     def new_trace_id(self) -> int:
         """A random trace id, never one handed to `reuse` (what the SDK's generator
-        draws: `random.getrandbits`, never the invalid 0). `UnsampledRoots` draws with this
-        (it knows nothing waits to be reused), at a third of `generate_trace_id`'s
+        draws: `random.getrandbits`, never the invalid 0). `UnsampledRoots` draws as this
+        does (it knows nothing waits to be reused), at a third of `generate_trace_id`'s
         instructions: no thread-local read, no ``super()``."""
         trace_id = getrandbits(128)
         while not trace_id:  # 0 is the invalid id: one draw in 2**128
@@ -216,13 +216,15 @@ class UnsampledRoots:
         sampler records this root: the caller then starts it with the SDK, passing
         `ROOT` as its context (a root whatever span is current, as here), and calls
         `started_by_sdk`."""
-        trace_id = self._ids.new_trace_id()
+        # The ids as `new_trace_id` and the SDK's `generate_span_id` draw them, inline
+        # (a call each saved); a draw of 0, the invalid id, is made again by them.
+        trace_id = getrandbits(128) or self._ids.new_trace_id()
         # TraceIdRatioBased's rule (its public `bound` and `TRACE_ID_LIMIT`); the test
         # compares every decision with the sampler's own should_sample.
         if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound:
             self._ids.reuse(trace_id)
             return None
-        span_id = self._ids.generate_span_id()
+        span_id = getrandbits(64) or self._ids.generate_span_id()
         if self._fields is None:
             made = trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=self._flags)
             return made, trace_id, span_id

@@ -5,6 +5,7 @@ about, so which requests are recorded is exactly what the configured sampler say
 from __future__ import annotations
 
 from collections.abc import Sequence
+from random import getrandbits
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from opentelemetry.util.types import Attributes
 from prometheus_client import CollectorRegistry
 
 from building_blocks.fastapi.telemetry import TelemetryMiddleware
-from building_blocks.telemetry import Metrics
+from building_blocks.telemetry import Metrics, setup
 from building_blocks.telemetry.setup import ReusableTraceIds, Tracing, TracingConfig, UnsampledRoots
 
 RATIO = 0.25
@@ -67,18 +68,19 @@ async def _get(app: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await app(scope, receive, send)
 
 
-class _HandedIds(ReusableTraceIds):
-    """Remembers every trace id it draws (`UnsampledRoots` for each root, the SDK when
-    nothing was left to reuse)."""
+def _handed_trace_ids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every trace id drawn from now on (`UnsampledRoots` for each root, the SDK through
+    `ReusableTraceIds` when nothing was left to reuse): the 128-bit draws."""
+    handed: list[int] = []
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.handed: list[int] = []
+    def drawing(bits: int) -> int:
+        drawn = getrandbits(bits)
+        if bits == 128:
+            handed.append(drawn)
+        return drawn
 
-    def new_trace_id(self) -> int:
-        trace_id = super().new_trace_id()
-        self.handed.append(trace_id)
-        return trace_id
+    monkeypatch.setattr(setup, "getrandbits", drawing)
+    return handed
 
 
 def _provider(sampler: Sampler, **kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -102,10 +104,10 @@ def _middleware(app: Any, provider: TracerProvider) -> TelemetryMiddleware:
     ids=["parentbased_traceidratio", "parentbased(traceidratio)", "traceidratio"],
 )
 async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_asked_about(
-    sampler: Sampler,
+    sampler: Sampler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = _HandedIds()
-    provider, exporter = _provider(sampler, id_generator=ids)
+    handed = _handed_trace_ids(monkeypatch)
+    provider, exporter = _provider(sampler, id_generator=ReusableTraceIds())
     assert UnsampledRoots.for_provider(provider) is not None
     seen = _Seen()
     app = _middleware(seen, provider)
@@ -124,7 +126,8 @@ async def test_exactly_the_roots_the_sampler_keeps_are_recorded_with_the_id_aske
     assert len({c.trace_id for c in seen.contexts}) == REQUESTS  # a new trace each
     # A recorded root has the id the sampler was asked about: no id drawn and dropped
     # (the SDK drawing a fresh one would add an id no request ran under).
-    assert set(ids.handed) == {c.trace_id for c in seen.contexts}
+    assert len(handed) == REQUESTS
+    assert set(handed) == {c.trace_id for c in seen.contexts}
     for span in recorded:
         assert span.kind is SpanKind.SERVER
         assert span.parent is None
@@ -224,12 +227,15 @@ def test_a_reused_trace_id_is_handed_out_once() -> None:
     assert ids.generate_trace_id() not in {0, 42}
 
 
-def test_a_reused_id_the_sdk_did_not_take_is_not_handed_to_the_next_trace() -> None:
-    ids = _HandedIds()
+def test_a_reused_id_the_sdk_did_not_take_is_not_handed_to_the_next_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handed = _handed_trace_ids(monkeypatch)
+    ids = ReusableTraceIds()
     roots = UnsampledRoots.for_provider(TracerProvider(sampler=ALWAYS_ON_RATIO, id_generator=ids))
     assert roots is not None
     assert roots.start() is None  # to be recorded: its id is kept for the SDK
-    kept = ids.handed[-1]
+    kept = handed[-1]
     roots.started_by_sdk()  # say the SDK made no span (a disabled tracer)
     assert ids.generate_trace_id() != kept
 
