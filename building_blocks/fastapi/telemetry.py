@@ -36,7 +36,7 @@ from building_blocks.telemetry.context import (
     open_request,
 )
 from building_blocks.telemetry.exposition import MetricsExposition
-from building_blocks.telemetry.instruments import InFlightChild
+from building_blocks.telemetry.instruments import HistogramChild, InFlightChild
 from building_blocks.telemetry.logging import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -47,6 +47,9 @@ from building_blocks.telemetry.metrics import Metrics
 from building_blocks.telemetry.setup import ROOT, UnsampledRoots
 
 __all__ = ["TelemetryMiddleware", "install_telemetry", "metrics_router"]
+
+#: The matched route object, its template, the duration child, the access line's level.
+_Outcome = tuple[object, str, HistogramChild, int]
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -97,12 +100,13 @@ class TelemetryMiddleware:
         self._roots_settled = False
         self._duration = metrics.http_duration
         self._active = metrics.http_active
-        # Label lookups hash and lock; cache the children (bounded by routes x statuses).
-        self._duration_children: dict[tuple[str, str, int], Any] = {}
+        # Label lookups hash and lock: the children are kept.
         self._active_children: dict[str, InFlightChild] = {}
-        # Route templates by the id of the matched route object (kept, so the id stays
-        # its own): an id and a dict lookup per request instead of `_route_of`'s calls.
-        self._routes: dict[int, tuple[object, str]] = {}
+        # What a request's method, matched route object and status settle: the route
+        # template, the duration histogram's child and the access line's level. Keyed
+        # by the route object's id (the object is kept, so the id stays its own): one
+        # dict lookup per request instead of a template read and a label lookup.
+        self._outcomes: dict[tuple[str, int, int], _Outcome] = {}
         # The request headers the configured propagators read (traceparent, baggage...).
         self._propagation_headers = frozenset(
             f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields
@@ -138,11 +142,17 @@ class TelemetryMiddleware:
         ids = span.get_span_context()
         return span, ids.trace_id, ids.span_id, span.is_recording(), None
 
-    def _route(self, matched: object) -> str:
+    def _outcome(self, method: str, matched: object, status: int) -> _Outcome:
         route = _route_of(matched)
-        if len(self._routes) < _MEMO_LIMIT:
-            self._routes[id(matched)] = (matched, route)
-        return route
+        made = (
+            matched,
+            route,
+            self._duration.labels(method, route, str(status)),
+            logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
+        )
+        if len(self._outcomes) < _MEMO_LIMIT:  # a client can send methods of its own
+            self._outcomes[method, id(matched), status] = made
+        return made
 
     def _unsampled_roots(self) -> UnsampledRoots | None:
         """`UnsampledRoots` of the provider; looked up per request until it is the SDK's
@@ -203,14 +213,10 @@ class TelemetryMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             matched = scope.get("route")
-            known = self._routes.get(id(matched))
-            route = known[1] if known is not None and known[0] is matched else self._route(matched)
-            key = (method, route, status)
-            child = self._duration_children.get(key)
-            if child is None:
-                child = self._duration_children[key] = self._duration.labels(
-                    method, route, str(status)
-                )
+            outcome = self._outcomes.get((method, id(matched), status))
+            if outcome is None or outcome[0] is not matched:
+                outcome = self._outcome(method, matched, status)
+            _, route, child, level = outcome
             exemplar = notes.exemplar
             if exemplar is None:
                 child.add(elapsed)
@@ -219,7 +225,6 @@ class TelemetryMiddleware:
             del active[send_status]
             if recording:
                 _finish_span(span, method, route, status, notes.cache)
-            level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
             if access_log.isEnabledFor(level):
                 _log_access(
                     level,
