@@ -132,8 +132,8 @@ class TelemetryMiddleware:
         if roots is not None:
             dropped = roots.start()
             if dropped is not None:
-                span_context, trace_id, span_id = dropped
-                return trace.NonRecordingSpan(span_context), trace_id, span_id, False, None
+                span, trace_id, span_id = dropped
+                return span, trace_id, span_id, False, None
         span = self._tracer.start_span(
             method, ROOT, SpanKind.SERVER, self._attributes(scope, method, path)
         )

@@ -4,6 +4,7 @@ about, so which requests are recorded is exactly what the configured sampler say
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from random import getrandbits
 from typing import Any
@@ -263,6 +264,28 @@ def test_dropped_roots_take_the_short_span_context_path_on_the_installed_api() -
     assert roots._fields is not None
     started = roots.start()
     assert started is not None
-    made, trace_id, span_id = started
+    span, trace_id, span_id = started
+    assert isinstance(span, trace.NonRecordingSpan)
+    assert not span.is_recording()
+    made = span.get_span_context()
+    assert span.get_span_context() is made  # made once, when first asked for
+    assert repr(span) == repr(trace.NonRecordingSpan(made))
     assert (made.trace_id, made.span_id) == (trace_id, span_id)
     assert made == SpanContext(trace_id, span_id, False, made.trace_flags)
+
+
+def test_the_constructors_make_the_same_root_when_the_short_path_is_off() -> None:
+    # What runs when `_span_context_fields` finds the API changed: the constructors.
+    provider, _ = _provider(ParentBasedTraceIdRatio(0.0), id_generator=ReusableTraceIds())
+    short, checked = (UnsampledRoots.for_provider(provider) for _ in range(2))
+    assert short is not None
+    assert checked is not None
+    checked._fields = None
+    state = random.getstate()
+    by_short = short.start()
+    random.setstate(state)  # the same ids drawn again
+    by_constructors = checked.start()
+    assert by_short is not None
+    assert by_constructors is not None
+    assert by_short[1:] == by_constructors[1:]
+    assert by_short[0].get_span_context() == by_constructors[0].get_span_context()
