@@ -186,7 +186,7 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream)
         self.flush_interval = flush_interval
         self.max_lines = max_lines
-        self._pending: list[str | _Later] = []
+        self._pending: list[_Later] = []
         self._has_pending = threading.Event()
         self._stopping = False
         self._flusher: threading.Thread | None = None
@@ -194,33 +194,26 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._add(self.format(record), record.levelno)
+            self.emit_later(record.levelno, str, self.format(record))  # str(line) is line
         except RecursionError:  # as logging.StreamHandler does
             raise
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
 
     def emit_later(self, level: int, render: Callable[..., str], *args: Any) -> None:
-        """Queue the line ``render(*args)`` makes, made when the pending lines are written.
+        """Queue the line ``render(*args)`` makes, made when the pending lines are written;
+        write the batch now if it is full or ``level`` is WARNING or worse.
 
         For a line per request (`direct_json_handler`'s callers): made 512 at a time, a
         line costs a request about half of what making it on the spot does (the code stays
         warm; measured with bench.inprocess, docs/performance.md). ``args`` must not change
         after the call. If ``render`` raises, the line is reported as `logging` reports a
-        record it cannot format (`Handler.handleError`, on stderr) and left out."""
-        try:
-            self._add((render, args), level)
-        except (OSError, ValueError):  # a stream closed at exit: the batch is dropped
-            with self.lock:  # type: ignore[union-attr]
-                self._pending.clear()
-
-    def _add(self, line: str | _Later, level: int) -> None:
-        """Queue ``line``; write the batch now if it is full or ``level`` is WARNING+.
-        Takes the handler's lock itself (`emit` already holds it: it is reentrant), the
-        way `Handler.acquire` would, without that call and `release`'s per line."""
+        record it cannot format (`Handler.handleError`, on stderr) and left out. Takes the
+        handler's lock itself (`emit` already holds it: it is reentrant), the way
+        `Handler.acquire` would, without that call and `release`'s per line."""
         with self.lock:  # type: ignore[union-attr]  # a StreamHandler always has one
             pending = self._pending
-            pending.append(line)
+            pending.append((render, args))
             if (
                 level >= logging.WARNING
                 or len(pending) >= self.max_lines
@@ -243,31 +236,33 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         try:
             self._stopping = True
             self._has_pending.set()  # lets the flusher thread return
-            try:
-                self._write_pending()
-            except (OSError, ValueError):  # the stream is already closed (at exit)
-                self._pending.clear()
+            self._write_pending()
             super().close()
         finally:
             self.release()
 
     def _write_pending(self) -> None:
-        """Write what is pending in one call (the caller holds the handler's lock)."""
-        if self._pending:
-            made: list[str] = []
-            for line in self._pending:  # one loop, no call per line: 512 lines a batch
-                if isinstance(line, str):
-                    made.append(line)
-                    continue
-                render, args = line
-                try:
-                    made.append(render(*args))
-                except Exception:  # as a record that cannot be formatted: reported, left out
-                    self.handleError(logging.makeLogRecord({"msg": "line not made", "args": args}))
-            self._pending.clear()
-            if made:
-                self.stream.write(self.terminator.join(made) + self.terminator)
-                self.stream.flush()
+        """Write what is pending in one call (the caller holds the handler's lock). A
+        stream that cannot take it (closed, full) never raises into the caller: the lines
+        are reported as `logging` reports a record it cannot write, and dropped."""
+        if not self._pending:
+            return
+        made: list[str] = []
+        for render, args in self._pending:  # one loop, no call per line but the line's own
+            try:
+                made.append(render(*args))
+            except Exception:  # as a record that cannot be formatted: reported, left out
+                self.handleError(logging.makeLogRecord({"msg": "line not made", "args": args}))
+        self._pending.clear()
+        if not made:
+            return
+        text = self.terminator.join(made) + self.terminator
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # ValueError: a closed stream (at exit, say)
+            lost = f"{len(made)} log lines not written: {text[:4000]}"
+            self.handleError(logging.makeLogRecord({"msg": lost}))
 
     def _after_fork_in_child(self) -> None:
         # A pre-fork server's worker inherits the handler but not its thread, and the
@@ -295,8 +290,6 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
             try:
                 self._has_pending.clear()
                 self._write_pending()
-            except (OSError, ValueError):  # closed stream: nothing to write to
-                self._pending.clear()
             finally:
                 self.release()
 

@@ -141,6 +141,25 @@ def test_a_failing_stream_is_reported_not_raised(
     assert "cannot be written" in err
 
 
+def test_a_failing_stream_reports_lines_queued_for_later_and_raises_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise ValueError("I/O operation on closed file")
+
+    handler = BufferedStreamHandler(Closed(), flush_interval=60, max_lines=2)
+    handler.emit_later(logging.INFO, "line {}".format, 1)
+    handler.emit_later(logging.INFO, "line {}".format, 2)  # a full batch: written now
+    err = capsys.readouterr().err
+    # handleError writes the message's repr: a line break shows as a backslash and n.
+    assert "2 log lines not written: line 1\\nline 2" in err
+    assert "ValueError: I/O operation on closed file" in err
+    handler.emit_later(logging.INFO, "line {}".format, 3)
+    handler.close()  # what is left is reported the same way, and nothing raises
+    assert "1 log lines not written: line 3\\n" in capsys.readouterr().err
+
+
 def test_a_forked_child_flushes_its_own_lines_and_not_the_parents(
     logger: logging.Logger, tmp_path: Path
 ) -> None:
