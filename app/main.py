@@ -122,7 +122,9 @@ def create_app(
     app.include_router(users_router(service))
     app.include_router(health_router(session, startup, caches=(cache,)))
     if telemetry:  # last: the outermost middleware, so it also sees 413s
-        install_telemetry(app, metrics=metrics, exposition=exposition)
+        install_telemetry(
+            app, metrics=metrics, exposition=exposition, tracing=tracing.config.enabled
+        )
     return app
 
 

@@ -48,6 +48,9 @@ from building_blocks.telemetry.setup import ROOT, UnsampledRoots
 
 __all__ = ["TelemetryMiddleware", "install_telemetry", "metrics_router"]
 
+#: What `TelemetryMiddleware._start_span` gives when no span records: the API's own.
+_NO_SPAN: tuple[trace.Span, int, int, bool, None] = (trace.INVALID_SPAN, 0, 0, False, None)
+
 #: The matched route object, its template, the duration child, the access line's level.
 _Outcome = tuple[object, str, HistogramChild, int]
 
@@ -98,6 +101,9 @@ class TelemetryMiddleware:
         self._roots_of: trace.TracerProvider | None = None
         self._roots: UnsampledRoots | None = None
         self._roots_settled = False
+        # A no-op provider (tracing off: `install_telemetry(tracing=False)`) records no
+        # span, so the middleware asks it for none, and its notes drop the children.
+        self._records_nothing = isinstance(tracer_provider, trace.NoOpTracerProvider)
         self._duration = metrics.http_duration
         self._active = metrics.http_active
         # Label lookups hash and lock: the children are kept.
@@ -117,6 +123,8 @@ class TelemetryMiddleware:
     ) -> tuple[trace.Span, int, int, bool, otel_context.Context | None]:
         """The server span, its trace and span ids (``0``: invalid, tracing is off),
         whether it records, and the context it continues (``None``: a new trace)."""
+        if self._records_nothing:  # tracing is off: the no-op provider's span, at once
+            return _NO_SPAN
         headers: Headers = scope["headers"]
         # Most requests carry no trace headers: skip the propagators' parsing then.
         for name, _ in headers:
@@ -162,6 +170,7 @@ class TelemetryMiddleware:
         if provider is not self._roots_of:
             self._roots_of, self._roots = provider, UnsampledRoots.for_provider(provider)
         self._roots_settled = not isinstance(provider, trace.ProxyTracerProvider)
+        self._records_nothing = isinstance(provider, trace.NoOpTracerProvider)
         return self._roots
 
     @staticmethod
@@ -183,7 +192,7 @@ class TelemetryMiddleware:
         notes, token = open_request(
             span,
             parent,
-            valid=trace_id != 0,
+            settled=trace_id != 0 or self._records_nothing,
             unrecorded=not recording,
             # Only a recorded span is sampled (the SDK samples what it records).
             exemplar=exemplar_of(span.get_span_context()) if recording else None,
@@ -519,7 +528,13 @@ def install_telemetry(
     metrics: Metrics,
     exposition: MetricsExposition,
     tracer_provider: trace.TracerProvider | None = None,
+    tracing: bool = True,
 ) -> None:
-    """Add the middleware and the ``/metrics`` route to ``app``."""
+    """Add the middleware and the ``/metrics`` route to ``app``. ``tracing=False``
+    (``OTEL_SDK_DISABLED=true``): no spans, at less cost than any sampling ratio (the
+    middleware makes none and drops every span the code below would start in a request);
+    metrics and access lines stay."""
+    if not tracing:
+        tracer_provider = trace.NoOpTracerProvider()
     app.add_middleware(TelemetryMiddleware, metrics=metrics, tracer_provider=tracer_provider)
     app.include_router(metrics_router(exposition))

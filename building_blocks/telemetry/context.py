@@ -101,7 +101,7 @@ def open_request(
     span: trace.Span,
     parent: Context | None = None,
     *,
-    valid: bool,
+    settled: bool,
     unrecorded: bool,
     exemplar: dict[str, str] | None = None,
 ) -> tuple[RequestNotes, Token[Context]]:
@@ -109,8 +109,10 @@ def open_request(
     the same context: ``parent`` (``None``: the current context) with ``span`` and the
     notes, attached in one context switch (`close_request` undoes it).
 
-    ``valid`` says the span has valid ids (tracing is on); ``unrecorded`` that its trace
-    is not recorded; ``exemplar`` is `exemplar_of` its ids when it is sampled. The
+    ``settled`` says the notes answer for the code below: the span has valid ids, or
+    nothing records at all (a no-op tracer provider: tracing is off); ``unrecorded`` that
+    the span's trace is not recorded; ``exemplar`` is `exemplar_of` its ids when it is
+    sampled. The
     context is what ``trace.set_span_in_context(span, parent)`` makes, plus the notes'
     key (tests/unit/test_child_spans.py), without its four calls.
 
@@ -121,7 +123,7 @@ def open_request(
     notes = RequestNotes(None, None, False, exemplar)
     base = current_context() if parent is None else parent
     context = Context({**base, _SPAN_KEY: span, _NOTES_KEY: notes})
-    if valid:
+    if settled:
         notes.context = context
         notes.unrecorded = unrecorded
     return notes, _attach(context)

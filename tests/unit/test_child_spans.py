@@ -74,7 +74,7 @@ def _request(span: trace.Span) -> tuple[Callable[[], None], RequestNotes]:
     span_context = span.get_span_context()
     notes, token = open_request(
         span,
-        valid=span_context.is_valid,
+        settled=span_context.is_valid,
         unrecorded=not span.is_recording(),
         exemplar=exemplar_of(span_context),
     )
@@ -127,7 +127,7 @@ def test_open_request_makes_the_apis_context_with_the_notes_beside_the_span() ->
     try:
         for parent in (None, Context(), with_values):
             expected = trace.set_span_in_context(span, parent)
-            notes, token = open_request(span, parent, valid=True, unrecorded=True)
+            notes, token = open_request(span, parent, settled=True, unrecorded=True)
             made = otel_context.get_current()  # the API sees what open_request attached
             try:
                 assert made is current_context()
@@ -148,7 +148,7 @@ def test_open_request_makes_the_apis_context_with_the_notes_beside_the_span() ->
 def test_invalid_ids_give_notes_that_collect_but_decide_nothing() -> None:
     # Tracing off: the notes still collect the pool and cache for the access line, but
     # they neither drop children nor name an exemplar.
-    notes, token = open_request(trace.INVALID_SPAN, valid=False, unrecorded=True)
+    notes, token = open_request(trace.INVALID_SPAN, settled=False, unrecorded=True)
     try:
         assert notes.context is None
         assert not notes.unrecorded

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from building_blocks.fastapi.telemetry import TelemetryMiddleware
 from building_blocks.telemetry import Metrics, setup
+from building_blocks.telemetry.context import start_child_span
 from building_blocks.telemetry.setup import ReusableTraceIds, Tracing, TracingConfig, UnsampledRoots
 
 RATIO = 0.25
@@ -289,3 +290,27 @@ def test_the_constructors_make_the_same_root_when_the_short_path_is_off() -> Non
     assert by_constructors is not None
     assert by_short[1:] == by_constructors[1:]
     assert by_short[0].get_span_context() == by_constructors[0].get_span_context()
+
+
+async def test_with_tracing_off_no_span_is_made_and_the_code_below_starts_none() -> None:
+    # `install_telemetry(tracing=False)` gives the middleware the API's no-op provider.
+    recording, exporter = _provider(ALWAYS_ON)  # what code below might use on its own
+    tracer = recording.get_tracer("below")
+    started: list[trace.Span] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        started.append(start_child_span(tracer, "SELECT users"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = TelemetryMiddleware(
+        app, metrics=Metrics(CollectorRegistry()), tracer_provider=trace.NoOpTracerProvider()
+    )
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await _get(middleware)
+    await _get(middleware, [(b"traceparent", traceparent)])  # no span to continue it
+    assert started == [trace.INVALID_SPAN, trace.INVALID_SPAN]
+    assert exporter.get_finished_spans() == ()
+    # Outside a request the same tracer records as usual: only requests are affected.
+    start_child_span(tracer, "migration").end()
+    assert len(exporter.get_finished_spans()) == 1
