@@ -183,11 +183,12 @@ class _Folder:
     def watch(self, child: _HistogramValues) -> None:
         with self._lock:
             self._children.add(child)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="histogram-fold", daemon=True
-                )
-                self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="histogram-fold", daemon=True)
+            self._thread.start()
 
     def fold_all(self) -> None:
         with self._lock:
@@ -201,10 +202,13 @@ class _Folder:
             self.fold_all()
 
     def _after_fork_in_child(self) -> None:
+        # Locks a thread of the parent held at the fork would stay held: new ones.
         self._lock = threading.Lock()
+        for child in self._children:
+            child._lock = threading.Lock()
         self._thread = None
         if self._children:
-            self.watch(next(iter(self._children)))
+            self._start()
 
 
 _FOLDER = _Folder(interval=1.0)

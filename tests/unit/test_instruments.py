@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, values
@@ -144,6 +146,28 @@ async def test_pending_observations_are_folded_without_a_scrape() -> None:
         child.add(0.5)
     await poll_until(lambda: not child._pending, what="the folder thread")
     assert child.snapshot()[:2] == ([1000, 0], 500.0)
+
+
+def test_a_forked_child_folds_its_observations_without_the_parents_thread() -> None:
+    child = LocalHistogram("k_seconds", "doc", [], buckets=(1.0,), registry=None).labels()
+    child.add(0.5)
+    child.snapshot()  # the folder thread runs in this process
+    pid = os.fork()
+    if pid == 0:  # the child: no thread was inherited, its own must start
+        code = 1
+        try:
+            child.add(0.25)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if not child._pending:
+                    code = 0 if child.snapshot()[:2] == ([2, 0], 0.75) else 2
+                    break
+                time.sleep(0.01)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's observation was never folded"
+    assert child.snapshot()[:2] == ([1, 0], 0.5)  # the parent's own count, untouched
 
 
 def test_labels_are_checked_and_names_are_unique_in_a_registry() -> None:
