@@ -43,9 +43,11 @@ __all__ = [
     "LabelledInFlight",
     "LocalHistogram",
     "LocalInFlight",
+    "fold_histograms",
     "histogram",
     "in_flight",
     "multiprocess_mode",
+    "set_fold_interval",
 ]
 
 _INF = float("inf")
@@ -213,6 +215,21 @@ class _Folder:
 
 _FOLDER = _Folder(interval=1.0)
 os.register_at_fork(after_in_child=_FOLDER._after_fork_in_child)
+
+
+def set_fold_interval(seconds: float) -> None:
+    """How often the pending observations of every `LocalHistogram` are counted (1 s by
+    default; from the next fold on). A scrape counts them first whatever this is. For a
+    process that runs far slower than usual (``bench.instructions`` under valgrind): at
+    full speed thousands of requests share a fold, and the interval keeps it so."""
+    if seconds <= 0:
+        raise ValueError("the fold interval must be positive")
+    _FOLDER.interval = seconds
+
+
+def fold_histograms() -> None:
+    """Count every `LocalHistogram`'s pending observations now (a scrape does it too)."""
+    _FOLDER.fold_all()
 
 
 class _Labelled(Collector, ABC, Generic[_Child]):

@@ -212,3 +212,18 @@ def test_metrics_use_prometheus_clients_instruments_in_multiprocess_mode(
     # If prometheus-client stops keeping the flag, its own instruments are used.
     monkeypatch.delattr(values.ValueClass, "_multiprocess")
     assert instruments.multiprocess_mode()
+
+
+def test_pending_observations_can_be_folded_at_once_and_the_interval_set() -> None:
+    child = LocalHistogram("q_seconds", "doc", [], buckets=(1.0,), registry=None).labels()
+    child.add(0.5)
+    instruments.fold_histograms()
+    assert not child._pending
+    assert child.snapshot()[:2] == ([1, 0], 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        instruments.set_fold_interval(0)
+    instruments.set_fold_interval(0.5)
+    try:
+        assert instruments._FOLDER.interval == 0.5
+    finally:
+        instruments.set_fold_interval(1.0)
