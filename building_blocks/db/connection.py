@@ -60,6 +60,13 @@ class Connection:
         #: (see `building_blocks.db.consistency`); ``None`` otherwise.
         self.consistency_token: ConsistencyToken | None = None
 
+    def end(self) -> None:
+        """The unit of work is over: later statements raise instead of opening a new
+        transaction, and the opener and direct reads (which point back at what made
+        them) are let go."""
+        self._open = None
+        self._direct = None
+
     @property
     def opened(self) -> bool:
         """Whether a connection was checked out (a statement ran or `sqlalchemy` was used)."""

@@ -249,8 +249,13 @@ class _Transaction:
         return self._connection
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._direct is not None:
-            await release_quietly(self._direct)
+        # The connection's opener and the direct reads' checkout are this object's bound
+        # methods: unlinked here, a unit of work is freed when it ends instead of left as
+        # a reference cycle for the garbage collector (six objects per unit of work).
+        self._connection.end()
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await release_quietly(direct)
         for conn in self._opened:
             await close_quietly(conn)
 

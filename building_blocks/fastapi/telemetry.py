@@ -246,7 +246,7 @@ class TelemetryMiddleware:
                     trace_id,  # 0 is the invalid id (tracing off): no ids in the line
                     span_id,
                 )
-            close_request(token)
+            close_request(notes, token)
             if recording:  # a span that records nothing has nothing to end
                 span.end()
 

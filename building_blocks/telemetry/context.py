@@ -129,8 +129,17 @@ def open_request(
     return notes, _attach(context)
 
 
-#: Ends what `open_request` started (the token it handed back).
-close_request = _detach
+def close_request(notes: RequestNotes, token: Token[Context]) -> None:
+    """End what `open_request` started (the notes and token it handed back).
+
+    The notes stop answering for the code below (`notes.context` is dropped): that
+    context holds the notes, so the two would otherwise form a reference cycle, left per
+    request for the garbage collector instead of freed when the request ends (measured:
+    four objects per request, and a collection of tens of thousands of objects every few
+    thousand requests). Code still running for the request afterwards (a shared cache
+    read) asks the tracer, as code outside a request does."""
+    notes.context = None
+    _detach(token)
 
 
 def current_notes() -> RequestNotes | None:

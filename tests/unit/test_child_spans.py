@@ -78,7 +78,7 @@ def _request(span: trace.Span) -> tuple[Callable[[], None], RequestNotes]:
         unrecorded=not span.is_recording(),
         exemplar=exemplar_of(span_context),
     )
-    return lambda: close_request(token), notes
+    return lambda: close_request(notes, token), notes
 
 
 def test_in_a_sampled_out_request_the_notes_answer_and_another_current_span_is_asked() -> None:
@@ -138,7 +138,7 @@ def test_open_request_makes_the_apis_context_with_the_notes_beside_the_span() ->
                 assert {k: v for k, v in made.items() if v is not notes} == expected
                 assert len(made) == len(expected) + 1
             finally:
-                close_request(token)
+                close_request(notes, token)
             assert otel_context.get_current() is with_values  # back to what it was
     finally:
         otel_context.detach(outer)
@@ -157,7 +157,7 @@ def test_invalid_ids_give_notes_that_collect_but_decide_nothing() -> None:
         note_cache("hit")  # a later hit does not hide the miss
         assert (notes.pool, notes.cache) == ("primary", "miss")
     finally:
-        close_request(token)
+        close_request(notes, token)
     note_cache("hit")  # outside a request: nothing to note, nothing raised
     assert notes.cache == "miss"
 
