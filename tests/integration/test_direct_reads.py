@@ -347,3 +347,16 @@ async def test_a_failing_direct_read_fires_handle_error(session: SQLAlchemySessi
     finally:
         event.remove(engine, "handle_error", on_error)
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "writing"])
+async def test_a_connection_used_after_its_unit_of_work_refuses_and_checks_nothing_out(
+    session: SQLAlchemySession, queries: QueryLog, read_only: bool
+) -> None:
+    user = await _stored(session, 40 + read_only)
+    async with session.begin(read_only=read_only) as conn:
+        pass  # nothing ran: no connection was checked out
+    queries.queries.clear()
+    with pytest.raises(RuntimeError, match="the transaction is over"):
+        await SqlUserRepository(conn).get_or_none(user.id)
+    assert queries.queries == []  # no transaction opened that nothing would close
