@@ -22,7 +22,7 @@ LOAD_CLASS_write := WriteUser
 LOAD_CLASS_mixed := MixedUser
 LOAD_CLASS_pool := PoolUser
 
-.PHONY: run test lint format audit install install-dev loadtest bench bench-instructions clean
+.PHONY: run test lint format audit install install-dev loadtest bench bench-instructions bench-paired clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -71,6 +71,12 @@ bench: install-dev
 bench-instructions: install-dev
 	scripts/install-test-deps
 	$(PY) -m bench.instructions $(BENCH_ARGS)
+
+## Telemetry's cost as CPU time per request, on and off served in turns (~6 minutes);
+## writes its section of bench/RESULTS.md (BENCH_ARGS='--turns 60' and so on).
+bench-paired: install-dev
+	scripts/install-test-deps
+	$(PY) -m bench.paired --record $(BENCH_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

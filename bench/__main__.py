@@ -11,9 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.instructions import carry_section
+from bench import instructions, paired
 from bench.report import render
 from bench.run import Options, run_benchmark
+
+
+def keep_recorded_sections(old: str, new: str) -> str:
+    """``new`` (a fresh wrk report) with the sections `bench.instructions` and
+    `bench.paired` recorded in ``old``: each harness rewrites only its own."""
+    new = instructions.carry_section(old, new)
+    return instructions.carry_section(old, new, begin=paired.BEGIN, end=paired.END)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     report = render(results, command.strip())
     output = args.output or (None if args.quick else Path(__file__).parent / "RESULTS.md")
     if output is not None:
-        if output.exists():  # keeps what `python -m bench.instructions` recorded there
-            report = carry_section(output.read_text(encoding="utf-8"), report)
+        if output.exists():
+            report = keep_recorded_sections(output.read_text(encoding="utf-8"), report)
         output.write_text(report, encoding="utf-8")
         print(f"wrote {output}")
     print(report)

@@ -204,20 +204,21 @@ def _measure(variant: str, spec: str, pair: Pair, work: Path) -> int:
     return int(found.group(1)) // (pair.requests // pair.tasks * pair.tasks)
 
 
-def replace_section(text: str, section: str) -> str:
-    """``text`` (bench/RESULTS.md) with this harness's section replaced, or added."""
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
+def replace_section(text: str, section: str, *, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` (bench/RESULTS.md) with the section between ``begin`` and ``end`` (this
+    harness's markers by default) replaced, or added."""
+    block = f"{begin}\n{section.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
     return text.rstrip() + "\n\n" + block + "\n"
 
 
-def carry_section(old: str, new: str) -> str:
+def carry_section(old: str, new: str, *, begin: str = BEGIN, end: str = END) -> str:
     """``new`` (a fresh `python -m bench` report) with the section ``old`` holds."""
-    if BEGIN not in old or END not in old:
+    if begin not in old or end not in old:
         return new
-    return replace_section(new, old.split(BEGIN, 1)[1].split(END, 1)[0])
+    return replace_section(new, old.split(begin, 1)[1].split(end, 1)[0], begin=begin, end=end)
 
 
 def _render(counts: dict[str, int], command: str) -> str:

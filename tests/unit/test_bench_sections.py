@@ -1,7 +1,10 @@
-"""`bench.instructions` keeps its section of bench/RESULTS.md across both harnesses."""
+"""`bench.instructions` and `bench.paired` keep their sections of bench/RESULTS.md when
+`python -m bench` rewrites the rest."""
 
 from __future__ import annotations
 
+from bench import paired
+from bench.__main__ import keep_recorded_sections
 from bench.instructions import BEGIN, END, carry_section, replace_section
 
 
@@ -19,3 +22,17 @@ def test_a_new_wrk_report_carries_the_recorded_section() -> None:
     assert "old wrk report" not in new
     assert f"{BEGIN}\n## Counts\nkept\n{END}" in new
     assert carry_section("# no section\n", "# new\n") == "# new\n"
+
+
+def test_a_new_wrk_report_keeps_both_harnesses_sections() -> None:
+    old = replace_section("# old wrk report\n", "## Counts\nkept\n")
+    old = replace_section(old, "## Turns\nkept too\n", begin=paired.BEGIN, end=paired.END)
+    new = keep_recorded_sections(old, "# new wrk report\n")
+    assert new.startswith("# new wrk report\n")
+    assert f"{BEGIN}\n## Counts\nkept\n{END}" in new
+    assert f"{paired.BEGIN}\n## Turns\nkept too\n{paired.END}" in new
+    # Recording one harness leaves the other's section as it was.
+    again = replace_section(new, "## Turns\nnewer\n", begin=paired.BEGIN, end=paired.END)
+    assert f"{BEGIN}\n## Counts\nkept\n{END}" in again
+    assert "kept too" not in again
+    assert "newer" in again
