@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.paired", description=__doc__)
     parser.add_argument("--turns", type=int, default=80)
     parser.add_argument(
-        "--processes", type=int, default=4, help="successive pairs of processes per path"
+        "--processes", type=int, default=8, help="successive pairs of processes per path"
     )
     parser.add_argument("--requests", type=int, default=1280, help="per side and turn")
     parser.add_argument("--only", choices=[p.label for p in PAIRS])
