@@ -25,8 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from bench.scenarios import server_specs
 from bench.servers import ServerSpec
 from bench.stack import Stack, running_stack
 
-__all__ = ["AppDriver", "child_app", "main", "running", "stack_spec"]
+__all__ = ["AppDriver", "child_app", "children_stack", "main", "running", "stack_spec"]
 
 
 def _variants(stack: Stack) -> dict[str, ServerSpec]:
@@ -84,6 +84,17 @@ def stack_spec(stack: Stack, work: Path) -> str:
     ids_file.write_text("\n".join(str(i) for i in stack.user_ids))
     urls = (stack.primary_url, stack.replica_url, stack.redis_url, stack.otlp_endpoint)
     return "|".join((*urls, str(ids_file)))
+
+
+@contextmanager
+def children_stack(users: int, prefix: str) -> Iterator[tuple[Stack, str, Path]]:
+    """A running stack (`bench.stack`, ``users`` seeded) in a temporary directory: the
+    stack, its `stack_spec` for child processes, and the directory (for their files)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        print(f"starting PostgreSQL primary + replica and Redis; seeding {users} users")
+        with running_stack(work / "servers", users=users) as stack:
+            yield stack, stack_spec(stack, work), work
 
 
 def child_app(
@@ -186,29 +197,25 @@ def main(argv: list[str] | None = None) -> int:
 def _run_all(args: argparse.Namespace) -> int:
     import subprocess  # noqa: PLC0415 - only the parent starts children
 
-    with tempfile.TemporaryDirectory(prefix="bench-inproc-") as tmp:
-        work = Path(tmp)
-        print(f"starting PostgreSQL primary + replica and Redis; seeding {args.users} users")
-        with running_stack(work / "servers", users=args.users) as stack:
-            names = [args.only] if args.only else list(_variants(stack))
-            spec = stack_spec(stack, work)
-            for name in names:  # a fresh process each: no state carried between variants
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.inprocess",
-                        "--only",
-                        name,
-                        "--requests",
-                        str(args.requests),
-                        "--repeats",
-                        str(args.repeats),
-                        "--stack",
-                        spec,
-                    ],
-                    check=True,
-                )
+    with children_stack(args.users, "bench-inproc-") as (stack, spec, _):
+        names = [args.only] if args.only else list(_variants(stack))
+        for name in names:  # a fresh process each: no state carried between variants
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.inprocess",
+                    "--only",
+                    name,
+                    "--requests",
+                    str(args.requests),
+                    "--repeats",
+                    str(args.repeats),
+                    "--stack",
+                    spec,
+                ],
+                check=True,
+            )
     return 0
 
 

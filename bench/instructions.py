@@ -62,7 +62,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +69,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from bench.inprocess import child_app, running, stack_spec
-from bench.stack import running_stack
+from bench.inprocess import child_app, children_stack, running
 from building_blocks.telemetry.instruments import fold_histograms, set_fold_interval
 
 __all__ = ["PAIRS", "VALGRIND_ENV", "carry_section", "main", "replace_section"]
@@ -257,19 +255,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{tool} not found: apt-get install valgrind", file=sys.stderr)
             return 2
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-instr-") as tmp:
-        work = Path(tmp)
-        print(f"starting PostgreSQL primary + replica and Redis; seeding {args.users} users")
-        with running_stack(work / "servers", users=args.users) as stack:
-            spec = stack_spec(stack, work)
-            # One process at a time: two at once share Redis and PostgreSQL, which moved a
-            # cached get's count by ~1%.
-            for pair in PAIRS:
-                if pair.cached:  # both variants share the cache's namespace
-                    _prime(pair.on, spec)
-                for variant in (pair.off, pair.on):
-                    counts[variant] = _measure(variant, spec, pair, work)
-                    print(f"{variant:24} {counts[variant]:>12,} instructions per request")
+    with children_stack(args.users, "bench-instr-") as (_, spec, work):
+        # One process at a time: two at once share Redis and PostgreSQL, which moved a
+        # cached get's count by ~1%.
+        for pair in PAIRS:
+            if pair.cached:  # both variants share the cache's namespace
+                _prime(pair.on, spec)
+            for variant in (pair.off, pair.on):
+                counts[variant] = _measure(variant, spec, pair, work)
+                print(f"{variant:24} {counts[variant]:>12,} instructions per request")
     command = "python -m bench.instructions" + (" --quick" if args.quick else "")
     section = _render(counts, command)
     print(section)

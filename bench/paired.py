@@ -26,15 +26,13 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bench.inprocess import child_app, running, stack_spec
+from bench.inprocess import child_app, children_stack, running
 from bench.instructions import replace_section
-from bench.stack import running_stack
 
 __all__ = ["BEGIN", "END", "PAIRS", "main"]
 
@@ -215,27 +213,23 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve_turns(args.child, args.stack, dict(_pairs_of(args.on_env))))
         return 0
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-paired-") as tmp:
-        work = Path(tmp)
-        print(f"starting PostgreSQL primary + replica and Redis; seeding {args.users} users")
-        with running_stack(work / "servers", users=args.users) as stack:
-            spec = stack_spec(stack, work)
-            for pair in PAIRS:
-                if args.only and pair.label != args.only:
-                    continue
-                r = results[pair.label] = _measure(
-                    pair,
-                    spec,
-                    turns=args.turns,
-                    requests=args.requests,
-                    on_env=args.on_env,
-                    processes=args.processes,
-                )
-                print(
-                    f"{pair.label}: off {r['off']:.1f} µs, on {r['on']:.1f} µs, "
-                    f"{r['ratio']:.3f}x (each pair of processes: {_listed(r['by_process'])})",
-                    flush=True,
-                )
+    with children_stack(args.users, "bench-paired-") as (_, spec, _):
+        for pair in PAIRS:
+            if args.only and pair.label != args.only:
+                continue
+            r = results[pair.label] = _measure(
+                pair,
+                spec,
+                turns=args.turns,
+                requests=args.requests,
+                on_env=args.on_env,
+                processes=args.processes,
+            )
+            print(
+                f"{pair.label}: off {r['off']:.1f} µs, on {r['on']:.1f} µs, "
+                f"{r['ratio']:.3f}x (each pair of processes: {_listed(r['by_process'])})",
+                flush=True,
+            )
     command = " ".join(["python -m bench.paired", *(argv if argv is not None else sys.argv[1:])])
     section = _render(results, command, args.turns, args.requests)
     print(section)

@@ -353,7 +353,7 @@ async def test_a_failing_direct_read_fires_handle_error(session: SQLAlchemySessi
 async def test_a_connection_used_after_its_unit_of_work_refuses_and_checks_nothing_out(
     session: SQLAlchemySession, queries: QueryLog, read_only: bool
 ) -> None:
-    user = await _stored(session, 40 + read_only)
+    user = await _stored(session, 960 + read_only)
     async with session.begin(read_only=read_only) as conn:
         pass  # nothing ran: no connection was checked out
     queries.queries.clear()
