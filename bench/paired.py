@@ -10,7 +10,7 @@ waits, then the other, ``--turns`` times, the order swapped every turn (ABBA). A
 then lands on both sides of a turn alike, and each turn gives a ratio of its own.
 
 The turns are shared among ``--processes`` successive pairs of fresh processes: the
-same code in another process (other addresses, another hash seed) ran a few percent
+same code in another process ran a few percent
 faster or slower, more than the turns of one pair scatter. Reported per path: the
 ratio of the summed CPU times (off / on: the throughput ratio the target names) and
 each pair of processes' own ratio, whose spread is the measurement's. With
@@ -66,10 +66,10 @@ async def _serve_turns(variant: str, spec: str, env: dict[str, str]) -> None:
         print("ready", flush=True)
         while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
             requests = int(line)
-            cpu, wall = time.process_time(), time.perf_counter()
+            started = time.process_time()
             await driver.read_random(requests, TASKS)
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            print(json.dumps({"cpu": cpu, "wall": wall, "requests": requests}), flush=True)
+            cpu = time.process_time() - started
+            print(json.dumps({"cpu": cpu, "requests": requests}), flush=True)
 
 
 class _Child:
@@ -94,9 +94,18 @@ class _Child:
             raise RuntimeError(f"{self.variant} exited (code {self.process.wait()})")
         return line
 
-    def wait_ready(self) -> None:
-        while self._answer().strip() != "ready":
-            pass
+    def __enter__(self) -> _Child:
+        """Ready to serve: built, warmed up (a child that dies first is stopped too)."""
+        try:
+            while self._answer().strip() != "ready":
+                pass
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def turn(self, requests: int) -> None:
         stdin = self._pipes()[0]
@@ -115,28 +124,20 @@ class _Child:
 def _measure(
     pair: Pair, spec: str, *, turns: int, requests: int, on_env: list[str], processes: int
 ) -> dict[str, Any]:
-    """``turns`` turns, shared among ``processes`` successive pairs of fresh processes: a
-    process's layout (addresses, hash seeds) moved its speed by a few percent, more than
-    the turns within one pair scatter, so one pair of processes is one sample of that."""
+    """``turns`` turns, shared among ``processes`` successive pairs of fresh processes:
+    each process runs a few percent faster or slower than the next (why is not known; not
+    its hash seed), more than the turns of one pair scatter, so one pair of processes is
+    one sample of that."""
     on_cpu: list[float] = []
     off_cpu: list[float] = []
     by_process: list[float] = []
     for index in range(processes):
         share = turns // processes + (index < turns % processes)
         # The off process starts first: on the cached pair it fills the cache both share.
-        off = _Child(pair.off, spec, [])
-        try:
-            off.wait_ready()
-            on = _Child(pair.on, spec, on_env)
-            try:
-                on.wait_ready()
-                for turn in range(share):
-                    for child in (on, off) if turn % 2 == 0 else (off, on):
-                        child.turn(requests)
-            finally:
-                on.close()
-        finally:
-            off.close()
+        with _Child(pair.off, spec, []) as off, _Child(pair.on, spec, on_env) as on:
+            for turn in range(share):
+                for child in (on, off) if turn % 2 == 0 else (off, on):
+                    child.turn(requests)
         by_process.append(sum(off.cpu) / sum(on.cpu))
         on_cpu += on.cpu
         off_cpu += off.cpu
@@ -178,11 +179,15 @@ def _render(results: dict[str, dict[str, Any]], command: str, turns: int, reques
     return "\n".join(lines) + "\n"
 
 
-def _pairs_of(settings: list[str]) -> list[tuple[str, str]]:
-    pairs = [tuple(s.split("=", 1)) for s in settings]
-    if any(len(p) != 2 or not p[0] for p in pairs):
-        raise SystemExit(f"--on-env takes NAME=VALUE, got {settings}")
-    return [(p[0], p[1]) for p in pairs]
+def _settings_of(given: list[str]) -> dict[str, str]:
+    """``--on-env`` values as a mapping; a value without ``NAME=`` is refused."""
+    settings = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not (name and equals):
+            raise SystemExit(f"--on-env takes NAME=VALUE, got {item!r}")
+        settings[name] = value
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.processes < 1 or args.turns < 2 * args.processes:
         parser.error("--turns must be at least 2 per process, --processes at least 1")
-    _pairs_of(args.on_env)  # a malformed one fails here, not in a child
+    on_env = _settings_of(args.on_env)  # a malformed one fails here, not in a child
     if args.child:
-        asyncio.run(_serve_turns(args.child, args.stack, dict(_pairs_of(args.on_env))))
+        asyncio.run(_serve_turns(args.child, args.stack, on_env))
         return 0
     results: dict[str, dict[str, Any]] = {}
     with children_stack(args.users, "bench-paired-") as (_, spec, _):
