@@ -74,7 +74,9 @@ def create_app(
     metrics = Metrics(CollectorRegistry())
     session = database or SQLAlchemySession(settings.database(), metrics=metrics)
     uow = users_uow or SQLAlchemyUnitOfWorkFactory(session, SqlUserRepository)
-    cache = cache or _cache(settings, metrics, traced=telemetry)
+    # With telemetry off nothing serves /metrics: the cache (the one part that records
+    # per request) gets no instruments, so "off" pays for none of them.
+    cache = cache or _cache(settings, metrics if telemetry else None, traced=telemetry)
     startup = Startup(_startup_steps(settings, session, metrics, migrate), on_fatal=on_fatal)
 
     # The database's engines are instrumented once the session has created them

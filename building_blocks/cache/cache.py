@@ -107,12 +107,13 @@ class Cache:
             grace=getattr(backend, "timeout", 0.1),
         )
         self._fill_tasks: set[asyncio.Task[None]] = set()
-        self._results: dict[str, Any] = {}
+        #: A lookup's result counter's ``inc`` (`LocalCounter`: calls in C only).
+        self._results: dict[str, Callable[[], None]] = {}
         self._invalidations: Any = None
         if metrics is not None:
             requests = metrics.cache_requests
             self._results = {
-                r: requests.labels(self.name, r) for r in ("hit", "miss", "error", "bypass")
+                r: requests.labels(self.name, r).inc for r in ("hit", "miss", "error", "bypass")
             }
             self._invalidations = metrics.cache_invalidations.labels(self.name)
 
@@ -269,9 +270,9 @@ class Cache:
     def _count(self, result: str) -> None:
         record_result(result)
         note_cache(result)  # the request's access-log line
-        counter = self._results.get(result)
-        if counter is not None:
-            counter.inc()
+        inc = self._results.get(result)
+        if inc is not None:
+            inc()
 
     # -- invalidation --------------------------------------------------------------------
     async def invalidate(self, keys: Iterable[str] = (), tags: Iterable[str] = ()) -> None:

@@ -9,9 +9,9 @@ Pool gauges (`db_client_connection_count`, `..._max`, `..._idle_max`, `..._idle_
 `..._pending_requests`) are not here: they are read from the pools at scrape time by a
 collector (see `building_blocks.telemetry.pool`).
 
-The histograms and the in-flight gauge, updated on every request, are
-`building_blocks.telemetry.instruments`' lighter ones unless prometheus-client runs in
-multiprocess mode; the rest are prometheus-client's own.
+The histograms, the in-flight gauge and the cache's request counter, updated on every
+request, are `building_blocks.telemetry.instruments`' lighter ones unless
+prometheus-client runs in multiprocess mode; the rest are prometheus-client's own.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from building_blocks.telemetry.instruments import (
+    LabelledCounter,
     LabelledHistogram,
     LabelledInFlight,
+    counter,
     histogram,
     in_flight,
 )
@@ -119,7 +121,7 @@ class Metrics:
             registry=registry,
         )
         # -- cache -----------------------------------------------------------------------
-        self.cache_requests = Counter(
+        self.cache_requests: LabelledCounter = counter(
             "cache_requests",
             "Cache lookups by result (hit|miss|error|bypass).",
             ["cache_name", "result"],

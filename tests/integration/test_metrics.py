@@ -16,7 +16,7 @@ from sqlalchemy import event
 from app.main import create_app
 from app.settings import Settings
 from building_blocks.db import SQLAlchemySession
-from tests.integration.conftest import create_user
+from tests.integration.conftest import create_user, eventually
 from tests.support.asgi import serving
 from tests.support.pytest_helpers import skip_or_fail
 from tests.support.servers import ServiceUnavailable
@@ -66,6 +66,31 @@ async def test_every_design_metric_is_exposed_with_help_and_type(
     for name, kind in DESIGN_METRICS.items():
         assert f"# TYPE {name} {kind}\n" in text, name
         assert f"# HELP {name} " in text, name
+
+
+@pytest.mark.parametrize("telemetry", [True, False])
+async def test_the_cache_counts_lookups_only_when_telemetry_is_on(
+    sqlite_file_url: str, make_settings: Callable[..., Settings], telemetry: bool
+) -> None:
+    """With telemetry off nothing serves /metrics, so the cache records nothing (the
+    benchmarks' "off" then pays for no instrument); hits are served either way."""
+    app = create_app(make_settings(sqlite_file_url), telemetry=telemetry)
+    async with serving(app) as client:
+        user_id = await create_user(client, "counted")
+        served: list[str] = []
+
+        async def read_hits() -> bool:  # the cache is filled after the first answer
+            response = await client.get(f"/api/v1/users/{user_id}")
+            assert response.status_code == 200
+            served.append(response.headers["x-cache"])
+            return served.count("hit") >= 2
+
+        await eventually(read_hits)
+        assert (await client.get("/metrics")).status_code == (200 if telemetry else 404)
+    hits = app.state.metrics.registry.get_sample_value(
+        "cache_requests_total", {"cache_name": "users", "result": "hit"}
+    )
+    assert hits == (served.count("hit") if telemetry else None)
 
 
 async def test_http_metrics_are_labelled_with_route_templates_not_raw_paths(

@@ -9,12 +9,19 @@ import threading
 import time
 
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.samples import Sample
 
 from building_blocks.telemetry import instruments
-from building_blocks.telemetry.instruments import LocalHistogram, LocalInFlight
+from building_blocks.telemetry.instruments import LocalCounter, LocalHistogram, LocalInFlight
 from building_blocks.telemetry.metrics import LATENCY_BUCKETS, Metrics
 from tests.support.aio import poll_until
 
@@ -82,6 +89,56 @@ def test_the_in_flight_gauge_exposes_the_samples_of_prometheus_clients() -> None
     reference.labels("PUT")
     assert _samples(ours) == _samples(theirs)
     assert generate_latest(ours) == generate_latest(theirs)
+
+
+def test_a_counter_exposes_the_samples_of_prometheus_clients() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    local = LocalCounter("c_requests", "doc", ["cache", "result"], registry=ours)
+    reference = Counter("c_requests", "doc", ["cache", "result"], registry=theirs)
+    for i in range(1000):
+        key = ("users", ("hit", "miss", "error")[i % 7 % 3])
+        local.labels(*key).inc()
+        reference.labels(*key).inc()
+    local.labels("users", "bypass")  # a label set never counted is exposed at 0
+    reference.labels("users", "bypass")
+    assert _samples(ours) == _samples(theirs)
+    hits = sum(1 for i in range(1000) if i % 7 % 3 == 0)
+    assert ours.get_sample_value("c_requests_total", {"cache": "users", "result": "hit"}) == hits
+    expected = [line for line in generate_latest(theirs).splitlines() if b"_created" not in line]
+    assert generate_latest(ours).splitlines() == expected
+
+
+def test_increments_from_many_threads_while_scrapes_fold_are_all_counted_once() -> None:
+    registry = CollectorRegistry()
+    inc = LocalCounter("t_events", "doc", [], registry=registry).labels().inc
+    done = threading.Event()
+
+    def work() -> None:
+        for _ in range(50_000):
+            inc()
+
+    def scrape() -> None:
+        while not done.is_set():  # folds over and over while the increments come in
+            registry.get_sample_value("t_events_total")
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    scraper.join()
+    assert registry.get_sample_value("t_events_total") == 200_000
+
+
+async def test_pending_increments_are_folded_without_a_scrape() -> None:
+    child = LocalCounter("w_events", "doc", [], registry=None).labels()
+    for _ in range(1000):
+        child.inc()
+    await poll_until(lambda: not child._pending, what="the folder thread")
+    assert child._count == 1000
 
 
 def test_observations_from_many_threads_are_all_counted() -> None:
@@ -185,8 +242,18 @@ def test_metrics_use_prometheus_clients_instruments_in_multiprocess_mode(
 ) -> None:
     assert not instruments.multiprocess_mode()  # the test process: one process
     assert isinstance(Metrics(CollectorRegistry()).http_duration, LocalHistogram)
+    assert isinstance(Metrics(CollectorRegistry()).cache_requests, LocalCounter)
     monkeypatch.setattr(values.ValueClass, "_multiprocess", True)
     metrics = Metrics(CollectorRegistry())
+    # Its counter is prometheus-client's, with the same ``inc()``.
+    assert isinstance(metrics.cache_requests, Counter)
+    metrics.cache_requests.labels("users", "hit").inc()
+    assert (
+        metrics.registry.get_sample_value(
+            "cache_requests_total", {"cache_name": "users", "result": "hit"}
+        )
+        == 1
+    )
     # Its histograms are prometheus-client's, observed through `add` as well.
     child = metrics.http_duration.labels("GET", "/r", "200")
     child.add(0.25)
