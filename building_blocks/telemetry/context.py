@@ -90,6 +90,30 @@ _detach: Callable[[Token[Context]], None] = (
     otel_context.detach if _CONTEXT_VAR is None else _CONTEXT_VAR.reset
 )
 
+
+def _global_provider_check() -> Callable[[], bool]:
+    """A function answering whether a global tracer provider is set (``False``: every
+    `trace.ProxyTracer` hands out spans that record nothing).
+
+    The API's ``get_tracer_provider`` answers that only after looking for
+    ``OTEL_PYTHON_TRACER_PROVIDER`` in ``os.environ`` on every call while none is set: a
+    missed lookup raises and catches a `KeyError` (~2 µs here). When that variable is
+    unset at import and the API keeps the provider in the module variable it has kept it
+    in so far, that variable is read; otherwise the API is asked."""
+    import os  # noqa: PLC0415 - only here
+
+    from opentelemetry.environment_variables import (  # noqa: PLC0415
+        OTEL_PYTHON_TRACER_PROVIDER,
+    )
+
+    api = trace
+    if OTEL_PYTHON_TRACER_PROVIDER in os.environ or not hasattr(api, "_TRACER_PROVIDER"):
+        return lambda: not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return lambda: api._TRACER_PROVIDER is not None
+
+
+_provider_set = _global_provider_check()
+
 #: The keys under which the OpenTelemetry API keeps the current span in a `Context`,
 #: learnt from the API itself (``set_span_in_context`` on an empty context), and under
 #: which the request's notes ride along with it.
@@ -243,7 +267,12 @@ def start_child_span(
     """
     context = current_context()  # `child_spans_dropped`, inline: once per unit of work
     notes = context.get(_NOTES_KEY)
-    if isinstance(notes, RequestNotes) and notes.unrecorded and notes.context is context:
+    if isinstance(notes, RequestNotes):
+        if notes.unrecorded and notes.context is context:
+            return trace.INVALID_SPAN
+    elif isinstance(tracer, trace.ProxyTracer) and not _provider_set():
+        # No request notes and no tracing configured (``TELEMETRY_ENABLED=false``, a
+        # script): the proxy would hand back a span that records nothing, after ~20 calls.
         return trace.INVALID_SPAN
     parent = trace.get_current_span()
     if not parent.is_recording() and parent.get_span_context().is_valid:

@@ -214,3 +214,42 @@ def test_a_statement_is_noted_once_per_pool_and_says_whether_its_span_is_dropped
         assert notes.pool == "primary"
     finally:
         close()
+
+
+def test_with_no_tracing_configured_a_proxy_tracer_hands_out_nothing_until_one_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)  # as in a process that set none
+    proxy = trace.ProxyTracer("test")
+    assert start_child_span(proxy, "unit of work") is trace.INVALID_SPAN
+    # Set later (the lifespan sets it after the components took their tracers): the
+    # same proxy now records through it.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    start_child_span(proxy, "unit of work").end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["unit of work"]
+
+
+def test_the_providers_variable_is_read_only_when_the_api_would_not_load_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = TracerProvider()
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    assert notes_module._global_provider_check()()
+    # A provider named in the environment is loaded by the API on first use: asked.
+    monkeypatch.setenv("OTEL_PYTHON_TRACER_PROVIDER", "sdk_tracer_provider")
+    asked: list[bool] = []
+
+    def get_tracer_provider() -> trace.TracerProvider:
+        asked.append(True)
+        return provider
+
+    monkeypatch.setattr(trace, "get_tracer_provider", get_tracer_provider)
+    assert notes_module._global_provider_check()()
+    assert asked == [True]
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER")
+    monkeypatch.delattr(trace, "_TRACER_PROVIDER")  # an API that keeps it elsewhere
+    assert notes_module._global_provider_check()()
+    assert asked == [True, True]
