@@ -18,9 +18,11 @@ from bench.run import Options, run_benchmark
 
 def keep_recorded_sections(old: str, new: str) -> str:
     """``new`` (a fresh wrk report) with the sections `bench.instructions` and
-    `bench.paired` recorded in ``old``: each harness rewrites only its own."""
+    `bench.paired` (in process and ``--server``) recorded in ``old``: each harness
+    rewrites only its own."""
     new = instructions.carry_section(old, new)
-    return instructions.carry_section(old, new, begin=paired.BEGIN, end=paired.END)
+    new = instructions.carry_section(old, new, begin=paired.BEGIN, end=paired.END)
+    return instructions.carry_section(old, new, begin=paired.SERVED_BEGIN, end=paired.SERVED_END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,14 @@ ratio of the summed CPU times (off / on: the throughput ratio the target names) 
 each pair of processes' own ratio, whose spread is the measurement's. With
 ``--record``, written to bench/RESULTS.md between markers (`python -m bench` keeps the
 section). Starts its own PostgreSQL primary + replica and Redis (`bench.stack`).
+
+``--server``: the same turns through the service as deployed, a uvicorn process per side
+(`bench.servers`, pinned to one core) driven over HTTP by wrk on the other core; a turn
+is ``--seconds`` of wrk, and its CPU time per request is the server process's (every
+thread, from ``/proc``) over the requests wrk completed. In process, the ASGI server's
+own work per request (HTTP parsing, sockets) is left out, so telemetry's share there is
+larger than in the service's throughput; through the server it is the throughput ratio
+the target names, at the CPU time a saturated server would spend.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,12 +42,18 @@ from typing import IO, Any
 
 from bench.inprocess import child_app, children_stack, running
 from bench.instructions import replace_section
+from bench.run import API, get_all, pin_servers_core
+from bench.scenarios import server_specs
+from bench.servers import Server, ServerSpec
+from bench.wrk import run_wrk
 
-__all__ = ["BEGIN", "END", "PAIRS", "main"]
+__all__ = ["BEGIN", "END", "PAIRS", "SERVED_BEGIN", "SERVED_END", "main"]
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 BEGIN = "<!-- bench.paired: begin -->"
 END = "<!-- bench.paired: end -->"
+SERVED_BEGIN = "<!-- bench.paired --server: begin -->"
+SERVED_END = "<!-- bench.paired --server: end -->"
 TARGET = 0.9  # issue 5: telemetry costs at most 10% of throughput
 TASKS = 64
 
@@ -121,26 +136,138 @@ class _Child:
             self.process.wait(timeout=120)
 
 
+def _task_cpu_ns(pid: int) -> int:
+    """CPU time of every thread of process ``pid`` so far, in ns (``/proc/<pid>/task/*/
+    schedstat``: nanoseconds, where ``/proc/<pid>/stat`` counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return total
+
+
+class _Served:
+    """One side served by uvicorn and driven by wrk (``--server``)."""
+
+    CONNECTIONS = 64
+
+    def __init__(self, spec: ServerSpec, work: Path, ids: Path, cpu: int | None) -> None:
+        self.variant = spec.name
+        self.server = Server(spec, work, cpu=cpu)
+        self._ids = ids
+        self.cpu: list[float] = []  # µs per request, per turn
+
+    def _wrk(self, seconds: float) -> tuple[int, int]:
+        """Requests completed and server CPU ns over ``seconds`` of wrk; any error raises."""
+        before = _task_cpu_ns(self.server.process.pid)
+        result = run_wrk(
+            self.server.url,
+            "paths.lua",
+            connections=self.CONNECTIONS,
+            seconds=seconds,
+            env={"WRK_PATHS": str(self._ids), "WRK_RUN": self.variant},
+        )
+        used = _task_cpu_ns(self.server.process.pid) - before
+        if result.errors or not result.requests:
+            raise RuntimeError(f"{self.variant}: {result.errors} errors, {result.requests} ok")
+        return result.requests, used
+
+    def __enter__(self) -> _Served:
+        try:
+            self.server.wait_ready()
+            self._wrk(2)  # warm
+        except BaseException:
+            self.server.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.stop()
+
+    def turn(self, seconds: float) -> None:
+        requests, used = self._wrk(seconds)
+        self.cpu.append(used / requests / 1000)
+
+
+_Side = _Child | _Served
+
+
+def _turns(on: _Side, off: _Side, share: int, size: float) -> None:
+    for turn in range(share):
+        for child in (on, off) if turn % 2 == 0 else (off, on):
+            child.turn(size)  # type: ignore[arg-type]  # requests (in process) or seconds
+
+
+def _in_process(
+    pair: Pair, spec: str, on_env: list[str], share: int, requests: int
+) -> tuple[list[float], list[float]]:
+    """``share`` turns of a pair of fresh processes: µs per request, on and off."""
+    # The off process starts first: on the cached pair it fills the cache both share.
+    with _Child(pair.off, spec, []) as off, _Child(pair.on, spec, on_env) as on:
+        _turns(on, off, share, requests)
+    return on.cpu, off.cpu
+
+
+def _through_server(
+    pair: Pair, served: Served, on_env: list[str], share: int, *, warm: bool
+) -> tuple[list[float], list[float]]:
+    """`_in_process` with a pair of fresh uvicorn servers (``warm``: read every row
+    first, through the off server, which fills the cache both share)."""
+    with (
+        served.side(pair.off, {}) as off,
+        served.side(pair.on, _settings_of(on_env)) as on,
+    ):
+        if warm:
+            asyncio.run(get_all(off.server.url, served.paths.read_text().split()))
+        _turns(on, off, share, served.seconds)
+    return on.cpu, off.cpu
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """``--server``: where the servers' specs, paths file and core come from, and a turn's
+    seconds of wrk."""
+
+    specs: dict[str, ServerSpec]
+    work: Path
+    paths: Path
+    cpu: int | None
+    seconds: float
+
+    def side(self, variant: str, env: dict[str, str]) -> _Served:
+        spec = self.specs[variant]
+        spec = ServerSpec(spec.name, spec.factory, {**spec.env, **env})
+        return _Served(spec, self.work, self.paths, self.cpu)
+
+
 def _measure(
-    pair: Pair, spec: str, *, turns: int, requests: int, on_env: list[str], processes: int
+    pair: Pair,
+    spec: str,
+    *,
+    turns: int,
+    requests: int,
+    on_env: list[str],
+    processes: int,
+    served: Served | None = None,
 ) -> dict[str, Any]:
     """``turns`` turns, shared among ``processes`` successive pairs of fresh processes:
     each process runs a few percent faster or slower than the next (why is not known; not
     its hash seed), more than the turns of one pair scatter, so one pair of processes is
-    one sample of that."""
+    one sample of that. ``served``: each side a uvicorn server driven by wrk."""
     on_cpu: list[float] = []
     off_cpu: list[float] = []
     by_process: list[float] = []
     for index in range(processes):
         share = turns // processes + (index < turns % processes)
-        # The off process starts first: on the cached pair it fills the cache both share.
-        with _Child(pair.off, spec, []) as off, _Child(pair.on, spec, on_env) as on:
-            for turn in range(share):
-                for child in (on, off) if turn % 2 == 0 else (off, on):
-                    child.turn(requests)
-        by_process.append(sum(off.cpu) / sum(on.cpu))
-        on_cpu += on.cpu
-        off_cpu += off.cpu
+        if served is None:
+            on, off = _in_process(pair, spec, on_env, share, requests)
+        else:
+            on, off = _through_server(pair, served, on_env, share, warm=index == 0)
+        by_process.append(sum(off) / sum(on))
+        on_cpu += on
+        off_cpu += off
     return {
         "on": statistics.fmean(on_cpu),
         "off": statistics.fmean(off_cpu),
@@ -153,16 +280,33 @@ def _listed(ratios: list[float]) -> str:
     return ", ".join(f"{r:.3f}x" for r in ratios)
 
 
-def _render(results: dict[str, dict[str, Any]], command: str, turns: int, requests: int) -> str:
+def _render(
+    results: dict[str, dict[str, Any]], command: str, turns: int, size: str, served: bool
+) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if served:
+        head = [
+            "## Telemetry cost in CPU time through the server, on and off in turns",
+            "",
+            f"Recorded {when} with `{command}`: {turns} turns of {size} per side",
+            f"(wrk, {_Served.CONNECTIONS} connections, over HTTP to one uvicorn process per",
+            "side, both pinned to one core; bench/paired.py), the two servers of a pair",
+            "alive together and driven in alternation, the turns shared among successive",
+            "pairs of fresh servers. CPU time per request of the whole server process (every",
+            "thread); throughput ratio = off / on.",
+        ]
+    else:
+        head = [
+            "## Telemetry cost in CPU time, on and off in turns",
+            "",
+            f"Recorded {when} with `{command}`: {turns} turns of {size} per",
+            f"side ({TASKS} concurrent tasks, in process; bench/paired.py), the two",
+            "processes of a pair alive together and served in alternation, the turns shared",
+            "among successive pairs of fresh processes. CPU time per request of the whole",
+            "process; throughput ratio = off / on.",
+        ]
     lines = [
-        "## Telemetry cost in CPU time, on and off in turns",
-        "",
-        f"Recorded {when} with `{command}`: {turns} turns of {requests} requests per",
-        f"side ({TASKS} concurrent tasks, in process; bench/paired.py), the two",
-        "processes of a pair alive together and served in alternation, the turns shared",
-        "among successive pairs of fresh processes. CPU time per request of the whole",
-        "process; throughput ratio = off / on.",
+        *head,
         "",
         "| path | CPU µs/request off | on | on / off (throughput) | each pair of "
         "processes | target |",
@@ -208,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         help="set on the telemetry-on side only, after its variant's settings (repeat): "
         "what one part costs, e.g. --on-env OTEL_SDK_DISABLED=true",
     )
+    parser.add_argument(
+        "--server", action="store_true", help="through uvicorn, driven by wrk over HTTP"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="per side and turn, with --server"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--stack", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -218,7 +368,15 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve_turns(args.child, args.stack, on_env))
         return 0
     results: dict[str, dict[str, Any]] = {}
-    with children_stack(args.users, "bench-paired-") as (_, spec, _):
+    # Through the server: the servers on one core, this process and wrk on the others.
+    server_cpu = pin_servers_core(set(range(1, os.cpu_count() or 1))) if args.server else None
+    with children_stack(args.users, "bench-paired-") as (stack, spec, work):
+        served = None
+        if args.server:
+            paths = work / "paths.txt"
+            paths.write_text("".join(f"{API}{i}\n" for i in stack.user_ids))
+            specs = {s.name: s for s in server_specs(stack)}
+            served = Served(specs, work, paths, server_cpu, args.seconds)
         for pair in PAIRS:
             if args.only and pair.label != args.only:
                 continue
@@ -229,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 requests=args.requests,
                 on_env=args.on_env,
                 processes=args.processes,
+                served=served,
             )
             print(
                 f"{pair.label}: off {r['off']:.1f} µs, on {r['on']:.1f} µs, "
@@ -236,11 +395,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     command = " ".join(["python -m bench.paired", *(argv if argv is not None else sys.argv[1:])])
-    section = _render(results, command, args.turns, args.requests)
+    size = f"{args.seconds:g} s of wrk" if args.server else f"{args.requests} requests"
+    section = _render(results, command, args.turns, size, args.server)
     print(section)
     if args.record:
+        begin, end = (SERVED_BEGIN, SERVED_END) if args.server else (BEGIN, END)
         text = RESULTS.read_text(encoding="utf-8")
-        RESULTS.write_text(replace_section(text, section, begin=BEGIN, end=END))
+        RESULTS.write_text(replace_section(text, section, begin=begin, end=end))
     return 0
 
 

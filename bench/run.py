@@ -20,7 +20,7 @@ from bench.servers import Server
 from bench.stack import Stack, running_stack
 from bench.wrk import WrkResult, run_wrk
 
-__all__ = ["Options", "Results", "run_benchmark"]
+__all__ = ["API", "Options", "Results", "get_all", "pin_servers_core", "run_benchmark"]
 
 API = "/api/v1/users/"
 
@@ -51,7 +51,7 @@ class Results:
         return statistics.median(pick(r) for r in self.runs[name])
 
 
-def _pin(cpus: set[int]) -> int | None:
+def pin_servers_core(cpus: set[int]) -> int | None:
     """Keep this process and its children (databases, wrk) off the core the servers use;
     returns that core, or ``None`` on a single-core machine."""
     available = sorted(os.sched_getaffinity(0))
@@ -62,7 +62,7 @@ def _pin(cpus: set[int]) -> int | None:
     return server_cpu
 
 
-async def _get_all(base_url: str, paths: Sequence[str], concurrency: int = 32) -> None:
+async def get_all(base_url: str, paths: Sequence[str], concurrency: int = 32) -> None:
     """GET every path once (fills caches); any failure stops the run."""
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
@@ -88,7 +88,7 @@ def _list_pages(base_url: str) -> list[str]:
 
 
 def run_benchmark(options: Options, log: Callable[[str], None] = print) -> Results:
-    server_cpu = _pin(set(range(1, os.cpu_count() or 1)))
+    server_cpu = pin_servers_core(set(range(1, os.cpu_count() or 1)))
     results = Results(options)
     if server_cpu is None:
         results.notes.append("single core: servers, databases and wrk share it")
@@ -169,7 +169,7 @@ def _prepare(
     for name in ("service", "redis-aside"):
         if name in servers:
             log(f"warming the cache of {name} ({len(id_paths)} ids)")
-            asyncio.run(_get_all(servers[name].url, id_paths))
+            asyncio.run(get_all(servers[name].url, id_paths))
     return files
 
 

@@ -24,13 +24,16 @@ def test_a_new_wrk_report_carries_the_recorded_section() -> None:
     assert carry_section("# no section\n", "# new\n") == "# new\n"
 
 
-def test_a_new_wrk_report_keeps_both_harnesses_sections() -> None:
+def test_a_new_wrk_report_keeps_every_harness_section() -> None:
     old = replace_section("# old wrk report\n", "## Counts\nkept\n")
     old = replace_section(old, "## Turns\nkept too\n", begin=paired.BEGIN, end=paired.END)
+    served = {"begin": paired.SERVED_BEGIN, "end": paired.SERVED_END}
+    old = replace_section(old, "## Served\nkept three\n", **served)
     new = keep_recorded_sections(old, "# new wrk report\n")
     assert new.startswith("# new wrk report\n")
     assert f"{BEGIN}\n## Counts\nkept\n{END}" in new
     assert f"{paired.BEGIN}\n## Turns\nkept too\n{paired.END}" in new
+    assert f"{paired.SERVED_BEGIN}\n## Served\nkept three\n{paired.SERVED_END}" in new
     # Recording one harness leaves the other's section as it was.
     again = replace_section(new, "## Turns\nnewer\n", begin=paired.BEGIN, end=paired.END)
     assert f"{BEGIN}\n## Counts\nkept\n{END}" in again
