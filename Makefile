@@ -72,8 +72,9 @@ bench-instructions: install-dev
 	scripts/install-test-deps
 	$(PY) -m bench.instructions $(BENCH_ARGS)
 
-## Telemetry's cost as CPU time per request, on and off served in turns (~6 minutes);
-## writes its section of bench/RESULTS.md (BENCH_ARGS='--turns 60' and so on).
+## Telemetry's cost as CPU time per request, on and off served in turns (~10 minutes);
+## writes its section of bench/RESULTS.md (BENCH_ARGS='--turns 60' and so on;
+## BENCH_ARGS=--server: through uvicorn driven by wrk, a section of its own).
 bench-paired: install-dev
 	scripts/install-test-deps
 	$(PY) -m bench.paired --record $(BENCH_ARGS)
