@@ -122,9 +122,9 @@ class _Child:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def turn(self, requests: int) -> None:
+    def turn(self, requests: float) -> None:
         stdin = self._pipes()[0]
-        stdin.write(f"{requests}\n")
+        stdin.write(f"{int(requests)}\n")
         stdin.flush()
         window = json.loads(self._answer())
         self.cpu.append(window["cpu"] / window["requests"] * 1e6)
@@ -197,7 +197,7 @@ _Side = _Child | _Served
 def _turns(on: _Side, off: _Side, share: int, size: float) -> None:
     for turn in range(share):
         for child in (on, off) if turn % 2 == 0 else (off, on):
-            child.turn(size)  # type: ignore[arg-type]  # requests (in process) or seconds
+            child.turn(size)  # requests (in process) or seconds of wrk (through the server)
 
 
 def _in_process(
