@@ -55,7 +55,10 @@ class Server:
             argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until the server answers its ready path. Generous: `python -m bench` starts
+        eleven servers at once on one core, each importing FastAPI, SQLAlchemy and the
+        OpenTelemetry SDK (on a slow VM the first took more than 60 s)."""
         deadline = time.monotonic() + timeout
         pause = 0.02
         while time.monotonic() < deadline:
