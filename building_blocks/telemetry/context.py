@@ -9,6 +9,7 @@ instrumentation, the cache, replica routing) writes into it with `note_pool` /
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.util.types import Attributes
 
 __all__ = [
@@ -100,12 +102,6 @@ def _global_provider_check() -> Callable[[], bool]:
     missed lookup raises and catches a `KeyError` (~2 µs here). When that variable is
     unset at import and the API keeps the provider in the module variable it has kept it
     in so far, that variable is read; otherwise the API is asked."""
-    import os  # noqa: PLC0415 - only here
-
-    from opentelemetry.environment_variables import (  # noqa: PLC0415
-        OTEL_PYTHON_TRACER_PROVIDER,
-    )
-
     api = trace
     if OTEL_PYTHON_TRACER_PROVIDER in os.environ or not hasattr(api, "_TRACER_PROVIDER"):
         return lambda: not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
