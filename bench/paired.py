@@ -148,7 +148,7 @@ def _task_cpu_ns(pid: int) -> int:
     return total
 
 
-class _Served:
+class _ServedSide:
     """One side served by uvicorn and driven by wrk (``--server``)."""
 
     CONNECTIONS = 64
@@ -174,7 +174,7 @@ class _Served:
             raise RuntimeError(f"{self.variant}: {result.errors} errors, {result.requests} ok")
         return result.requests, used
 
-    def __enter__(self) -> _Served:
+    def __enter__(self) -> _ServedSide:
         try:
             self.server.wait_ready()
             self._wrk(2)  # warm
@@ -191,7 +191,7 @@ class _Served:
         self.cpu.append(used / requests / 1000)
 
 
-_Side = _Child | _Served
+_Side = _Child | _ServedSide
 
 
 def _turns(on: _Side, off: _Side, share: int, size: float) -> None:
@@ -211,7 +211,7 @@ def _in_process(
 
 
 def _through_server(
-    pair: Pair, served: Served, on_env: list[str], share: int, *, warm: bool
+    pair: Pair, served: ServedRun, on_env: list[str], share: int, *, warm: bool
 ) -> tuple[list[float], list[float]]:
     """`_in_process` with a pair of fresh uvicorn servers (``warm``: read every row
     first, through the off server, which fills the cache both share)."""
@@ -226,7 +226,7 @@ def _through_server(
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
+class ServedRun:
     """``--server``: where the servers' specs, paths file and core come from, and a turn's
     seconds of wrk."""
 
@@ -236,10 +236,10 @@ class Served:
     cpu: int | None
     seconds: float
 
-    def side(self, variant: str, env: dict[str, str]) -> _Served:
+    def side(self, variant: str, env: dict[str, str]) -> _ServedSide:
         spec = self.specs[variant]
         spec = ServerSpec(spec.name, spec.factory, {**spec.env, **env})
-        return _Served(spec, self.work, self.paths, self.cpu)
+        return _ServedSide(spec, self.work, self.paths, self.cpu)
 
 
 def _measure(
@@ -250,7 +250,7 @@ def _measure(
     requests: int,
     on_env: list[str],
     processes: int,
-    served: Served | None = None,
+    served: ServedRun | None = None,
 ) -> dict[str, Any]:
     """``turns`` turns, shared among ``processes`` successive pairs of fresh processes:
     each process runs a few percent faster or slower than the next (why is not known; not
@@ -289,7 +289,7 @@ def _render(
             "## Telemetry cost in CPU time through the server, on and off in turns",
             "",
             f"Recorded {when} with `{command}`: {turns} turns of {size} per side",
-            f"(wrk, {_Served.CONNECTIONS} connections, over HTTP to one uvicorn process per",
+            f"(wrk, {_ServedSide.CONNECTIONS} connections, over HTTP to one uvicorn process per",
             "side, both pinned to one core; bench/paired.py), the two servers of a pair",
             "alive together and driven in alternation, the turns shared among successive",
             "pairs of fresh servers. CPU time per request of the whole server process (every",
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = work / "paths.txt"
             paths.write_text("".join(f"{API}{i}\n" for i in stack.user_ids))
             specs = {s.name: s for s in server_specs(stack)}
-            served = Served(specs, work, paths, server_cpu, args.seconds)
+            served = ServedRun(specs, work, paths, server_cpu, args.seconds)
         for pair in PAIRS:
             if args.only and pair.label != args.only:
                 continue

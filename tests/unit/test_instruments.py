@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import (
@@ -91,6 +92,26 @@ def test_the_in_flight_gauge_exposes_the_samples_of_prometheus_clients() -> None
     assert generate_latest(ours) == generate_latest(theirs)
 
 
+def _add_while_scraping(work: Callable[[], None], registry: CollectorRegistry, name: str) -> None:
+    """``work`` in four threads while another scrapes ``name`` over and over (each
+    scrape folds what was added so far), until all four are done."""
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            registry.get_sample_value(name)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    scraper.join()
+
+
 def test_a_counter_exposes_the_samples_of_prometheus_clients() -> None:
     ours, theirs = CollectorRegistry(), CollectorRegistry()
     local = LocalCounter("c_requests", "doc", ["cache", "result"], registry=ours)
@@ -111,25 +132,12 @@ def test_a_counter_exposes_the_samples_of_prometheus_clients() -> None:
 def test_increments_from_many_threads_while_scrapes_fold_are_all_counted_once() -> None:
     registry = CollectorRegistry()
     inc = LocalCounter("t_events", "doc", [], registry=registry).labels().inc
-    done = threading.Event()
 
     def work() -> None:
         for _ in range(50_000):
             inc()
 
-    def scrape() -> None:
-        while not done.is_set():  # folds over and over while the increments come in
-            registry.get_sample_value("t_events_total")
-
-    scraper = threading.Thread(target=scrape)
-    scraper.start()
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    scraper.join()
+    _add_while_scraping(work, registry, "t_events_total")
     assert registry.get_sample_value("t_events_total") == 200_000
 
 
@@ -170,25 +178,12 @@ def test_observations_from_many_threads_are_all_counted() -> None:
 def test_nothing_added_while_scrapes_fold_is_lost_or_counted_twice() -> None:
     registry = CollectorRegistry()
     child = LocalHistogram("f_seconds", "doc", [], buckets=(0.1, 1.0), registry=registry).labels()
-    done = threading.Event()
 
     def work() -> None:
         for i in range(50_000):
             child.add(0.5 if i % 2 else 0.05)
 
-    def scrape() -> None:
-        while not done.is_set():  # folds over and over while the values come in
-            registry.get_sample_value("f_seconds_count")
-
-    scraper = threading.Thread(target=scrape)
-    scraper.start()
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    scraper.join()
+    _add_while_scraping(work, registry, "f_seconds_count")
     assert registry.get_sample_value("f_seconds_bucket", {"le": "0.1"}) == 100_000
     assert registry.get_sample_value("f_seconds_bucket", {"le": "1.0"}) == 200_000
     assert registry.get_sample_value("f_seconds_count") == 200_000
