@@ -47,7 +47,7 @@ from bench.scenarios import server_specs
 from bench.servers import Server, ServerSpec
 from bench.wrk import run_wrk
 
-__all__ = ["BEGIN", "END", "PAIRS", "SERVED_BEGIN", "SERVED_END", "main"]
+__all__ = ["BEGIN", "END", "PAIRS", "SERVED_BEGIN", "SERVED_END", "interval", "main", "verdict"]
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 BEGIN = "<!-- bench.paired: begin -->"
@@ -56,6 +56,42 @@ SERVED_BEGIN = "<!-- bench.paired --server: begin -->"
 SERVED_END = "<!-- bench.paired --server: end -->"
 TARGET = 0.9  # issue 5: telemetry costs at most 10% of throughput
 TASKS = 64
+
+
+#: Two-sided 95% quantiles of Student's t by degrees of freedom (1 to 30), from the
+#: standard tables: the standard library has the normal distribution only, and one
+#: number per run does not justify SciPy. Past 30, the normal's 1.96 is used (t is
+#: within 0.05 of it there).
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+        2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+        2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def interval(ratios: list[float]) -> tuple[float, float, float] | None:
+    """The mean of the pairs' ratios and its 95% confidence interval ``(mean, low,
+    high)``, by Student's t over the pairs (each pair of fresh processes is one sample:
+    the process-to-process spread is the measurement's largest); ``None`` for fewer than
+    two pairs."""
+    if len(ratios) < 2:
+        return None
+    mean = statistics.fmean(ratios)
+    df = len(ratios) - 1
+    t = _T95[df - 1] if df <= len(_T95) else 1.96
+    half = t * statistics.stdev(ratios) / len(ratios) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def verdict(bounds: tuple[float, float, float] | None, target: float = TARGET) -> str:
+    """``met`` when the whole 95% interval is at or above ``target``, ``missed`` when it
+    is all below, else ``not shown`` (one run cannot tell)."""
+    if bounds is None:
+        return "not shown"
+    _, low, high = bounds
+    if low >= target:
+        return "met"
+    if high < target:
+        return "missed"
+    return "not shown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +194,7 @@ class _ServedSide:
         self.server = Server(spec, work, cpu=cpu)
         self._ids = ids
         self.cpu: list[float] = []  # µs per request, per turn
+        self.rates: list[float] = []  # requests per second wrk completed, per turn
 
     def _wrk(self, seconds: float) -> tuple[int, int]:
         """Requests completed and server CPU ns over ``seconds`` of wrk; any error raises."""
@@ -189,6 +226,7 @@ class _ServedSide:
     def turn(self, seconds: float) -> None:
         requests, used = self._wrk(seconds)
         self.cpu.append(used / requests / 1000)
+        self.rates.append(requests / seconds)
 
 
 _Side = _Child | _ServedSide
@@ -202,17 +240,17 @@ def _turns(on: _Side, off: _Side, share: int, size: float) -> None:
 
 def _in_process(
     pair: Pair, spec: str, on_env: list[str], share: int, requests: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[_Child, _Child]:
     """``share`` turns of a pair of fresh processes: µs per request, on and off."""
     # The off process starts first: on the cached pair it fills the cache both share.
     with _Child(pair.off, spec, []) as off, _Child(pair.on, spec, on_env) as on:
         _turns(on, off, share, requests)
-    return on.cpu, off.cpu
+    return on, off
 
 
 def _through_server(
     pair: Pair, served: ServedRun, on_env: list[str], share: int, *, warm: bool
-) -> tuple[list[float], list[float]]:
+) -> tuple[_ServedSide, _ServedSide]:
     """`_in_process` with a pair of fresh uvicorn servers (``warm``: read every row
     first, through the off server, which fills the cache both share)."""
     with (
@@ -222,7 +260,7 @@ def _through_server(
         if warm:
             asyncio.run(get_all(off.server.url, served.paths.read_text().split()))
         _turns(on, off, share, served.seconds)
-    return on.cpu, off.cpu
+    return on, off
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,21 +296,30 @@ def _measure(
     one sample of that. ``served``: each side a uvicorn server driven by wrk."""
     on_cpu: list[float] = []
     off_cpu: list[float] = []
+    on_rates: list[float] = []
+    off_rates: list[float] = []
     by_process: list[float] = []
     for index in range(processes):
         share = turns // processes + (index < turns % processes)
+        on: _Side
+        off: _Side
         if served is None:
             on, off = _in_process(pair, spec, on_env, share, requests)
         else:
             on, off = _through_server(pair, served, on_env, share, warm=index == 0)
-        by_process.append(sum(off) / sum(on))
-        on_cpu += on
-        off_cpu += off
+            on_rates += on.rates
+            off_rates += off.rates
+        by_process.append(sum(off.cpu) / sum(on.cpu))
+        on_cpu += on.cpu
+        off_cpu += off.cpu
     return {
         "on": statistics.fmean(on_cpu),
         "off": statistics.fmean(off_cpu),
         "ratio": sum(off_cpu) / sum(on_cpu),
         "by_process": by_process,
+        "interval": interval(by_process),
+        # Through the server: what wrk completed in the same turns, on / off.
+        "rate_ratio": sum(on_rates) / sum(off_rates) if off_rates else None,
     }
 
 
@@ -305,22 +352,38 @@ def _render(
             "among successive pairs of fresh processes. CPU time per request of the whole",
             "process; throughput ratio = off / on.",
         ]
+    rates = "wrk req/s on / off, same turns | " if served else ""
     lines = [
         *head,
         "",
         "| path | CPU µs/request off | on | on / off (throughput) | each pair of "
-        "processes | target |",
-        "|---|---|---|---|---|---|",
+        f"processes | mean of the pairs, 95% interval | {rates}target | shown? |",
+        "|" + "---|" * (9 if served else 8),
     ]
     for pair in PAIRS:
         if pair.label not in results:
             continue
         r = results[pair.label]
+        rate = f"{r['rate_ratio']:.3f}x | " if served else ""
         lines.append(
             f"| {pair.label} | {r['off']:.1f} | {r['on']:.1f} | {r['ratio']:.3f}x "
-            f"| {_listed(r['by_process'])} | >= {TARGET}x |"
+            f"| {_listed(r['by_process'])} | {_bounds(r['interval'])} | {rate}>= {TARGET}x "
+            f"| {verdict(r['interval'])} |"
         )
+    lines += [
+        "",
+        "Shown? `met` when the 95% interval of the pairs' mean (Student's t over the",
+        "pairs of processes) lies wholly at or above the target, `missed` when wholly",
+        "below, `not shown` otherwise.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _bounds(bounds: tuple[float, float, float] | None) -> str:
+    if bounds is None:
+        return "one pair: none"
+    mean, low, high = bounds
+    return f"{mean:.3f}x ({low:.3f}x to {high:.3f}x)"
 
 
 def _settings_of(given: list[str]) -> dict[str, str]:
@@ -391,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"{pair.label}: off {r['off']:.1f} µs, on {r['on']:.1f} µs, "
-                f"{r['ratio']:.3f}x (each pair of processes: {_listed(r['by_process'])})",
+                f"{r['ratio']:.3f}x (each pair of processes: {_listed(r['by_process'])}; "
+                f"mean and 95% interval {_bounds(r['interval'])}: {verdict(r['interval'])}"
+                + (f"; wrk req/s on / off {r['rate_ratio']:.3f}x)" if r["rate_ratio"] else ")"),
                 flush=True,
             )
     command = " ".join(["python -m bench.paired", *(argv if argv is not None else sys.argv[1:])])
