@@ -12,8 +12,9 @@ then lands on both sides of a turn alike, and each turn gives a ratio of its own
 The turns are shared among ``--processes`` successive pairs of fresh processes: the
 same code in another process ran a few percent
 faster or slower, more than the turns of one pair scatter. Reported per path: the
-ratio of the summed CPU times (off / on: the throughput ratio the target names) and
-each pair of processes' own ratio, whose spread is the measurement's. With
+ratio of the summed CPU times (off / on: the throughput ratio the target names), each
+pair of processes' own ratio, whose spread is the measurement's, and the mean of those
+with its 95% interval (`interval`) and whether it shows the target met (`verdict`). With
 ``--record``, written to bench/RESULTS.md between markers (`python -m bench` keeps the
 section). Starts its own PostgreSQL primary + replica and Redis (`bench.stack`).
 
@@ -23,7 +24,8 @@ is ``--seconds`` of wrk, and its CPU time per request is the server process's (e
 thread, from ``/proc``) over the requests wrk completed. In process, the ASGI server's
 own work per request (HTTP parsing, sockets) is left out, so telemetry's share there is
 larger than in the service's throughput; through the server it is the throughput ratio
-the target names, at the CPU time a saturated server would spend.
+the target names, at the CPU time a saturated server would spend; wrk's own requests
+per second over the same turns, on / off, are reported beside it.
 """
 
 from __future__ import annotations
