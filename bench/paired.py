@@ -355,13 +355,11 @@ def _render(
             "process; throughput ratio = off / on.",
         ]
     rates = "wrk req/s on / off, same turns | " if served else ""
-    lines = [
-        *head,
-        "",
+    header = (
         "| path | CPU µs/request off | on | on / off (throughput) | each pair of "
-        f"processes | mean of the pairs, 95% interval | {rates}target | shown? |",
-        "|" + "---|" * (9 if served else 8),
-    ]
+        f"processes | mean of the pairs, 95% interval | {rates}target | shown? |"
+    )
+    lines = [*head, "", header, "|" + "---|" * (header.count("|") - 1)]
     for pair in PAIRS:
         if pair.label not in results:
             continue
@@ -458,7 +456,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{pair.label}: off {r['off']:.1f} µs, on {r['on']:.1f} µs, "
                 f"{r['ratio']:.3f}x (each pair of processes: {_listed(r['by_process'])}; "
                 f"mean and 95% interval {_bounds(r['interval'])}: {verdict(r['interval'])}"
-                + (f"; wrk req/s on / off {r['rate_ratio']:.3f}x)" if r["rate_ratio"] else ")"),
+                + (
+                    f"; wrk req/s on / off {r['rate_ratio']:.3f}x)"
+                    if r["rate_ratio"] is not None
+                    else ")"
+                ),
                 flush=True,
             )
     command = " ".join(["python -m bench.paired", *(argv if argv is not None else sys.argv[1:])])
