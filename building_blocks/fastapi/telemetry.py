@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -39,6 +39,8 @@ from building_blocks.telemetry.exposition import MetricsExposition
 from building_blocks.telemetry.instruments import HistogramChild, InFlightChild
 from building_blocks.telemetry.logging import (
     ACCESS_LOGGER,
+    CLOSED_JOURNAL,
+    Journal,
     JsonFormatter,
     direct_json_handler,
     redact,
@@ -113,6 +115,9 @@ class TelemetryMiddleware:
         # by the route object's id (the object is kept, so the id stays its own): one
         # dict lookup per request instead of a template read and a label lookup.
         self._outcomes: dict[tuple[str, int, int], _Outcome] = {}
+        # Where the INFO access lines go while the service's JSON handler is their only
+        # destination (`_log_access` opens it; the handler closes it when that changes).
+        self._journal: Journal = CLOSED_JOURNAL
         # The request headers the configured propagators read (traceparent, baggage...).
         self._propagation_headers = frozenset(
             f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields
@@ -234,8 +239,24 @@ class TelemetryMiddleware:
             del active[send_status]
             if recording:
                 _finish_span(span, method, route, status, notes.cache)
-            if access_log.isEnabledFor(level):
-                _log_access(
+            journal = self._journal
+            if journal.open and level == journal.level:  # the line as its values, no call
+                journal.append(
+                    (
+                        time.time(),
+                        method,
+                        route,
+                        path,
+                        status,
+                        elapsed,
+                        notes.pool,
+                        notes.cache,
+                        trace_id,  # 0 is the invalid id (tracing off): no ids in the line
+                        span_id,
+                    )
+                )
+            elif access_log.isEnabledFor(level):
+                opened = _log_access(
                     level,
                     method,
                     route,
@@ -243,9 +264,11 @@ class TelemetryMiddleware:
                     status,
                     elapsed,
                     notes,
-                    trace_id,  # 0 is the invalid id (tracing off): no ids in the line
+                    trace_id,
                     span_id,
                 )
+                if opened.open:  # a quiet route's DEBUG line keeps the INFO journal
+                    self._journal = opened
             close_request(notes, token)
             if recording:  # a span that records nothing has nothing to end
                 span.end()
@@ -297,48 +320,47 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
     notes: RequestNotes,
     trace_id: int,
     span_id: int,
-) -> None:
-    """One access line (ids ``0``: none). With the service's own JSON handler as the
-    only destination (`direct_json_handler`) the line is queued with its values and made
-    in a batch when the handler writes (`BufferedStreamHandler.emit_later`); otherwise a
-    record goes through `logging` with the fields as ``extra=`` would put them. The JSON
-    line is the same either way."""
-    created = time.time()
-    direct = direct_json_handler(access_log, level)
-    if direct is not None:
-        handler, formatter = direct
-        handler.emit_later(
-            level,
-            _access_line,
-            formatter,
-            created,
-            level,
-            method,
-            route,
-            path,
-            status,
-            elapsed,
-            notes.pool,
-            notes.cache,
-            trace_id,
-            span_id,
-        )
-        return
-    access_log.handle(
-        _access_record(
-            created,
-            level,
-            method,
-            route,
-            path,
-            status,
-            elapsed,
-            notes.pool,
-            notes.cache,
-            trace_id,
-            span_id,
-        )
+) -> Journal:
+    """One access line (ids ``0``: none); answers the journal the next INFO lines go to
+    (`CLOSED_JOURNAL`: none, ask again).
+
+    With the service's own JSON handler as the only destination (`direct_json_handler`),
+    the line is handed over with its values and made in a batch when the handler writes:
+    an INFO line through the handler's `Journal` (opened here; the middleware then
+    appends to it directly until the handler closes it), a DEBUG one (the quiet routes)
+    or any line when the handler writes each line at once through
+    `BufferedStreamHandler.emit_later`. Otherwise a record goes through `logging` with
+    the fields as ``extra=`` would put them. The JSON line is the same every way."""
+    entry = (
+        time.time(),
+        method,
+        route,
+        path,
+        status,
+        elapsed,
+        notes.pool,
+        notes.cache,
+        trace_id,
+        span_id,
     )
+    direct = direct_json_handler(access_log, level)
+    if direct is None:
+        access_log.handle(_access_entry_record(level, entry))
+        return CLOSED_JOURNAL
+    handler, formatter = direct
+    if level == logging.INFO:
+        journal = handler.journal(access_log, level, _access_lines, _access_entry_record)
+        if journal is not None:
+            journal.append(entry)
+            return journal
+    handler.emit_later(level, _access_line, formatter, entry[0], level, *entry[1:])
+    return CLOSED_JOURNAL
+
+
+def _access_entry_record(level: int, entry: tuple[Any, ...]) -> logging.LogRecord:
+    """The record of a journal entry (`_log_access`'s ``entry``)."""
+    created, *fields = entry
+    return _access_record(created, level, *fields)
 
 
 def _access_record(  # noqa: PLR0917 - the fields of one line, in its order
@@ -448,48 +470,80 @@ def _access_line(  # noqa: PLR0917 - queued positionally by _log_access
     trace_id: int,
     span_id: int,
 ) -> str:
-    """The text `JsonFormatter.format` makes of `_access_record`'s record, put together
-    from JSON pieces (tests/unit/test_direct_access_line.py compares them on generated
-    values): about half the instructions of building a dict for orjson
-    (docs/performance.md). What a client controls (the path, a message that holds it)
-    goes through orjson on every line; the pieces made of the method, route, pool, cache
-    result and level are made once (the memos above). A value the pieces cannot take
-    (not a string: a caller's mistake) makes the line the record path's way, which
-    writes its ``str()``."""
+    """One line as `_access_lines` makes it (raises what making it raised)."""
+    entry = (created, method, route, path, status, elapsed, pool, cache, trace_id, span_id)
+    return _access_lines(formatter, level, [entry])[0]
+
+
+def _access_lines(
+    formatter: JsonFormatter,
+    level: int,
+    entries: list[tuple[Any, ...]],
+    report: Callable[[tuple[Any, ...]], None] | None = None,
+) -> list[str]:
+    """The texts `JsonFormatter.format` makes of `_access_record`'s records for these
+    entries (`_log_access`), put together from JSON pieces in one loop
+    (tests/unit/test_direct_access_line.py compares them on generated values): about half
+    the instructions of building a dict for orjson (docs/performance.md). What a client
+    controls (the path, a message that holds it) goes through orjson on every line; the
+    pieces made of the method, route, pool, cache result and level are made once (the
+    memos above). A value the pieces cannot take (not a string: a caller's mistake) makes
+    the line the record path's way, which writes its ``str()``; an entry that cannot be
+    made at all is handed to ``report`` (inside the ``except`` that caught it) and left
+    out, or, without ``report``, raises."""
     known = _JSON_OF.get
-    try:
-        start, method_route = _HEADS.get((method, route)) or _head(method, route)
-        if start is None:
-            message = f"{method} {route or path} {status} {elapsed * 1000:.1f}ms"
-            message = orjson.dumps(redact(message)).decode()
-        else:
-            message = f'{start}{status} {elapsed * 1000:.1f}ms"'
-        ids = (
-            f',"trace_id":"{trace_id.to_bytes(16, "big").hex()}"'
-            f',"span_id":"{span_id.to_bytes(8, "big").hex()}"'
-            if trace_id
-            else ""
-        )
-        return (
-            f'{{"time":"{formatter.time_text(created)}",'
-            f"{_LEVEL_FIELDS.get(level) or _level_field(level)}"
-            f'"message":{message}{ids}{method_route},"path":{orjson.dumps(path).decode()},'
-            f'"status":{status},'
-            f'"duration_ms":{orjson.dumps(int(elapsed * 1_000_000 + 0.5) / 1000).decode()},'
-            f'"pool":{known(pool) or _json_of(pool)},"cache":{known(cache) or _json_of(cache)}}}'
-        )
-    except Exception:  # any value the pieces cannot take: made the other way
-        message, extra = _access_fields(method, route, path, status, elapsed, pool, cache)
-        hex_trace, hex_span = _hex_ids(trace_id, span_id)
-        return formatter.format_fields(
-            created,
-            logging.getLevelName(level),
-            ACCESS_LOGGER,
-            message,
-            hex_trace,
-            hex_span,
-            extra,
-        )
+    heads = _HEADS.get
+    dumps = orjson.dumps
+    time_text = formatter.time_text
+    level_field = _LEVEL_FIELDS.get(level) or _level_field(level)
+    made: list[str] = []
+    line = made.append
+    for entry in entries:
+        created, method, route, path, status, elapsed, pool, cache, trace_id, span_id = entry
+        try:
+            start, method_route = heads((method, route)) or _head(method, route)
+            if start is None:
+                message = f"{method} {route or path} {status} {elapsed * 1000:.1f}ms"
+                message = dumps(redact(message)).decode()
+            else:
+                message = f'{start}{status} {elapsed * 1000:.1f}ms"'
+            ids = (
+                f',"trace_id":"{trace_id.to_bytes(16, "big").hex()}"'
+                f',"span_id":"{span_id.to_bytes(8, "big").hex()}"'
+                if trace_id
+                else ""
+            )
+            line(
+                f'{{"time":"{time_text(created)}",{level_field}'
+                f'"message":{message}{ids}{method_route},"path":{dumps(path).decode()},'
+                f'"status":{status},'
+                f'"duration_ms":{dumps(int(elapsed * 1_000_000 + 0.5) / 1000).decode()},'
+                f'"pool":{known(pool) or _json_of(pool)},'
+                f'"cache":{known(cache) or _json_of(cache)}}}'
+            )
+        except Exception:  # any value the pieces cannot take: made the other way
+            try:
+                line(_access_line_by_fields(formatter, level, entry))
+            except Exception:
+                if report is None:
+                    raise
+                report(entry)
+    return made
+
+
+def _access_line_by_fields(formatter: JsonFormatter, level: int, entry: tuple[Any, ...]) -> str:
+    created, method, route, path, status, elapsed, pool, cache, trace_id, span_id = entry
+    message, extra = _access_fields(method, route, path, status, elapsed, pool, cache)
+    hex_trace, hex_span = _hex_ids(trace_id, span_id)
+    return formatter.format_fields(
+        created,
+        logging.getLevelName(level),
+        ACCESS_LOGGER,
+        message,
+        hex_trace,
+        hex_span,
+        extra,
+    )
 
 
 def _finish_span(span: trace.Span, method: str, route: str, status: int, cache: str | None) -> None:

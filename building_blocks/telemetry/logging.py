@@ -30,6 +30,7 @@ from building_blocks.telemetry.context import trace_ids
 __all__ = [
     "ACCESS_LOGGER",
     "BufferedStreamHandler",
+    "Journal",
     "JsonFormatter",
     "TextFormatter",
     "configure_logging",
@@ -39,8 +40,17 @@ __all__ = [
 
 ACCESS_LOGGER = "building_blocks.access"
 
-#: A line made when it is written: ``render(*args)`` (`BufferedStreamHandler.emit_later`).
-_Later = tuple[Callable[..., str], tuple[Any, ...]]
+#: A line made when it is written: ``render(*args)`` (`BufferedStreamHandler.emit_later`);
+#: ``None`` from ``render`` writes nothing (a journal's batch whose lines were all left out).
+_Later = tuple[Callable[..., str | None], tuple[Any, ...]]
+
+#: `Journal.render`: ``(formatter, level, entries, report) -> lines``; ``report(entry)``
+#: for an entry whose line cannot be made (reported and left out, as `emit_later` does).
+JournalRender = Callable[
+    ["JsonFormatter", int, list[tuple[Any, ...]], Callable[[tuple[Any, ...]], None]], list[str]
+]
+#: `Journal.to_record`: ``(level, entry) -> LogRecord``, the entry's line as a record.
+JournalRecord = Callable[[int, tuple[Any, ...]], logging.LogRecord]
 
 _URL_PASSWORD = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
 _PAIR_PASSWORD = re.compile(r"(\bpassw(?:or)?d\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,;)]+)", re.I)
@@ -166,6 +176,58 @@ def _fallback(value: object) -> str:
     return redact(str(value))
 
 
+class Journal:
+    """The lines of one logger at one level, handed to a `BufferedStreamHandler` as their
+    values by a bare ``journal.append(entry)``: no call into `logging`, no lock, no check
+    per line (`BufferedStreamHandler.journal`).
+
+    For a line per request (the access log): the caller appends while ``journal.open``,
+    and otherwise logs as usual (`direct_json_handler` then says whether to reopen it).
+    The handler drains the entries before anything else it writes, so the lines keep
+    their place among its other records, makes them in batches with ``render`` and the
+    handler's formatter, and checks per batch, not per line, that a record of ``logger``
+    at ``level`` would still reach that handler alone: when it would not (a handler or a
+    filter was added, the level raised, the format changed), the journal is closed and
+    its entries go through `logging` as records (``to_record``), so every line still goes
+    where the set-up at that moment sends it.
+    """
+
+    __slots__ = ("_entries", "append", "level", "logger", "open", "render", "to_record")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        render: JournalRender,
+        to_record: JournalRecord,
+    ) -> None:
+        self.logger = logger
+        self.level = level
+        self.render = render
+        self.to_record = to_record
+        self.open = False
+        self._entries: list[tuple[Any, ...]] = []
+        #: ``list.append`` of the entries: one call, in C, atomic under the GIL.
+        self.append: Callable[[tuple[Any, ...]], None] = self._entries.append
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """The entries appended so far, removed (entries appended meanwhile stay)."""
+        entries = self._entries
+        count = len(entries)
+        taken = entries[:count]
+        del entries[:count]  # appends only ever add at the end
+        return taken
+
+
+#: A journal never opened: what a caller holds before it has one.
+CLOSED_JOURNAL = Journal(
+    logging.getLogger(__name__),
+    logging.CRITICAL + 1,  # no line's level: a caller's ``level == journal.level`` fails too
+    lambda *_: [],
+    lambda level, entry: logging.makeLogRecord({"levelno": level, "args": entry}),
+)
+
+
 class BufferedStreamHandler(logging.StreamHandler[TextIO]):
     """A `logging.StreamHandler` that writes lines in batches.
 
@@ -178,6 +240,11 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
     exit) writes what is pending. A process killed with SIGKILL loses at most the last
     ``flush_interval`` of INFO lines. The standard library's `MemoryHandler` buffers
     records but still writes them to its target one by one, so it saves no writes.
+
+    A `Journal` (``journal()``) takes lines as their values without a call into the
+    handler; while one is open the background thread looks for its lines every
+    ``flush_interval``, and ``max_lines`` does not bound them (at most what arrives in
+    one interval is held).
     """
 
     def __init__(
@@ -187,6 +254,7 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         self.flush_interval = flush_interval
         self.max_lines = max_lines
         self._pending: list[_Later] = []
+        self._journals: dict[tuple[str, int, JournalRender], Journal] = {}
         self._has_pending = threading.Event()
         self._stopping = False
         self._flusher: threading.Thread | None = None
@@ -212,6 +280,8 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         handler's lock itself (`emit` already holds it: it is reentrant), the way
         `Handler.acquire` would, without that call and `release`'s per line."""
         with self.lock:  # type: ignore[union-attr]  # a StreamHandler always has one
+            if self._journals:
+                self._drain_journals()  # what was appended before this line goes first
             pending = self._pending
             pending.append((render, args))
             if (
@@ -222,6 +292,24 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
                 self._write_pending()
             elif len(pending) == 1:
                 self._wake_flusher()
+
+    def journal(
+        self, logger: logging.Logger, level: int, render: JournalRender, to_record: JournalRecord
+    ) -> Journal | None:
+        """The open `Journal` of ``logger``'s lines at ``level`` made with ``render``
+        (the same one per triple; reopened if it was closed), or ``None`` when this handler
+        writes each line at once (``flush_interval <= 0``) or is closed. The caller has
+        checked that such a record reaches this handler alone (`direct_json_handler`)."""
+        if self.flush_interval <= 0 or self._stopping:
+            return None
+        with self.lock:  # type: ignore[union-attr]
+            key = (logger.name, level, render)
+            journal = self._journals.get(key)
+            if journal is None:
+                journal = self._journals[key] = Journal(logger, level, render, to_record)
+            journal.open = True
+            self._wake_flusher()  # looks for the journal's lines every interval
+            return journal
 
     def flush(self) -> None:
         self.acquire()
@@ -241,18 +329,70 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         finally:
             self.release()
 
+    def _drain_journals(self) -> None:
+        """Move the journals' entries into the pending lines, a batch per journal, or,
+        for a journal whose lines would no longer reach this handler alone, close it and
+        hand its entries to `logging` as records (the caller holds the handler's lock)."""
+        for journal in list(self._journals.values()):
+            entries = journal.take()
+            if self._stopping:  # closing: the lines were handed to this handler
+                journal.open = False
+            elif entries and not self._still_direct(journal):
+                journal.open = False
+                self._reroute(journal, entries)
+                continue
+            if entries:
+                self._pending.append((self._journal_lines, (journal, entries)))
+
+    def _still_direct(self, journal: Journal) -> bool:
+        direct = direct_json_handler(journal.logger, journal.level)
+        return (
+            direct is not None and direct[0] is self and journal.logger.isEnabledFor(journal.level)
+        )
+
+    def _reroute(self, journal: Journal, entries: list[tuple[Any, ...]]) -> None:
+        """The entries as records, to whatever handlers the logger now has (this one
+        among them, maybe: its lock is reentrant)."""
+        if not journal.logger.isEnabledFor(journal.level):
+            return  # the level was raised since: such a line is no longer logged
+        for entry in entries:
+            try:
+                record = journal.to_record(journal.level, entry)
+            except Exception:
+                self._report_unmade(entry)
+                continue
+            journal.logger.handle(record)
+
+    def _journal_lines(self, journal: Journal, entries: list[tuple[Any, ...]]) -> str | None:
+        formatter = self.formatter
+        if type(formatter) is not JsonFormatter:  # changed while draining: as records
+            self._reroute(journal, entries)
+            return None
+        lines = journal.render(formatter, journal.level, entries, self._report_unmade)
+        return self.terminator.join(lines) if lines else None
+
+    def _report_unmade(self, args: Any) -> None:
+        """Report a line that cannot be made, as `logging` reports a record it cannot
+        format (`Handler.handleError`, on stderr)."""
+        self.handleError(logging.makeLogRecord({"msg": "line not made", "args": args}))
+
     def _write_pending(self) -> None:
         """Write what is pending in one call (the caller holds the handler's lock). A
         stream that cannot take it (closed, full) never raises into the caller: the lines
         are reported as `logging` reports a record it cannot write, and dropped."""
+        if self._journals:
+            self._drain_journals()
         if not self._pending:
             return
         made: list[str] = []
         for render, args in self._pending:  # one loop, no call per line but the line's own
             try:
-                made.append(render(*args))
+                line = render(*args)
             except Exception:  # as a record that cannot be formatted: reported, left out
-                self.handleError(logging.makeLogRecord({"msg": "line not made", "args": args}))
+                self._report_unmade(args)
+                continue
+            if line is not None:
+                made.append(line)
         self._pending.clear()
         if not made:
             return
@@ -266,8 +406,12 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def _after_fork_in_child(self) -> None:
         # A pre-fork server's worker inherits the handler but not its thread, and the
-        # lines pending at the fork are the parent's to write (not twice).
+        # lines pending at the fork are the parent's to write (not twice). Journals are
+        # closed: reopening one (`journal`) starts this process's flusher thread.
         self._pending.clear()
+        for journal in self._journals.values():
+            journal.take()
+            journal.open = False
         self._has_pending = threading.Event()
         self._flusher = None
 
@@ -288,7 +432,8 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
             time.sleep(self.flush_interval)
             self.acquire()
             try:
-                self._has_pending.clear()
+                if not any(journal.open for journal in self._journals.values()):
+                    self._has_pending.clear()  # else: look for journal lines again
                 self._write_pending()
             finally:
                 self.release()

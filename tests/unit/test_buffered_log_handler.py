@@ -6,13 +6,16 @@ import io
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from building_blocks.telemetry import configure_logging
-from building_blocks.telemetry.logging import BufferedStreamHandler
+from building_blocks.telemetry.logging import BufferedStreamHandler, JsonFormatter
 
 
 class CountingStream(io.StringIO):
@@ -25,6 +28,15 @@ class CountingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.writes += 1
         return super().write(text)
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @pytest.fixture
@@ -191,3 +203,174 @@ def test_a_forked_child_flushes_its_own_lines_and_not_the_parents(
     lines = path.read_text(encoding="utf-8").splitlines()
     assert lines.count("parent, pending at the fork") == 1  # not written by the child too
     stream.close()
+
+
+# Journals: lines handed over as values by a bare append (the access log's way).
+
+Entry = tuple[Any, ...]
+
+
+@contextmanager
+def json_root(flush_interval: float) -> Iterator[tuple[BufferedStreamHandler, CountingStream]]:
+    """The service's JSON handler as the root logger's only one (pytest's capture handlers
+    set aside), as `direct_json_handler` needs for a journal."""
+    root = logging.getLogger()
+    others = root.handlers[:]
+    root.handlers.clear()
+    stream = CountingStream()
+    handler = configure_logging("INFO", "json", stream=stream, flush_interval=flush_interval)
+    assert isinstance(handler, BufferedStreamHandler)
+    try:
+        yield handler, stream
+    finally:
+        configure_logging("INFO", "text")
+        root.handlers[:] = others
+
+
+class Lines:
+    """A journal's render and record functions that note what they were asked to make."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Entry]] = []
+
+    def render(
+        self,
+        formatter: JsonFormatter,
+        level: int,
+        entries: list[Entry],
+        report: Callable[[Entry], None],
+    ) -> list[str]:
+        self.batches.append(entries)
+        made = []
+        for entry in entries:
+            try:
+                made.append(orjson.dumps({"level": level, "journal": entry[0]}).decode())
+            except TypeError:
+                report(entry)
+        return made
+
+    @staticmethod
+    def record(level: int, entry: Entry) -> logging.LogRecord:
+        return logging.makeLogRecord(
+            {"name": "test.journal", "levelno": level, "levelname": "INFO", "msg": entry[0]}
+        )
+
+
+def messages(stream: io.StringIO) -> list[object]:
+    return [
+        line.get("journal", line.get("message"))
+        for line in map(orjson.loads, stream.getvalue().splitlines())
+    ]
+
+
+JOURNAL_LOG = logging.getLogger("test.journal")
+
+
+def test_journal_lines_are_made_in_batches_in_their_place() -> None:
+    lines = Lines()
+    with json_root(flush_interval=60) as (handler, stream):
+        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert journal is not None
+        assert journal.open
+        journal.append(("one",))
+        journal.append(("two",))
+        JOURNAL_LOG.info("record")
+        journal.append(("three",))
+        assert stream.getvalue() == ""
+        assert lines.batches == []  # nothing made while the lines wait
+        JOURNAL_LOG.warning("now")
+        assert stream.writes == 1
+        assert messages(stream) == ["one", "two", "record", "three", "now"]
+        assert lines.batches == [[("one",), ("two",)], [("three",)]]
+        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record) is journal
+
+
+def test_a_journal_is_looked_at_every_interval_while_open() -> None:
+    lines = Lines()
+    with json_root(flush_interval=0.05) as (handler, stream):
+        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert journal is not None
+        for expected in (["first"], ["first", "second"]):  # the flusher keeps looking
+            journal.append((expected[-1],))
+            deadline = time.monotonic() + 5
+            while messages(stream) != expected:  # written by the flusher thread, no call
+                assert time.monotonic() < deadline, f"{expected[-1]} was never written"
+                time.sleep(0.01)
+
+
+def test_a_changed_setup_closes_the_journal_and_its_lines_go_through_logging() -> None:
+    lines = Lines()
+    with json_root(flush_interval=60) as (handler, stream):
+        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert journal is not None
+        journal.append(("before the capture",))
+        capture = Capture()
+        JOURNAL_LOG.addHandler(capture)  # a second destination, added while it waits
+        try:
+            handler.flush()
+        finally:
+            JOURNAL_LOG.removeHandler(capture)
+        assert not journal.open  # the caller logs records again until it reopens one
+        assert [r.getMessage() for r in capture.records] == ["before the capture"]
+        assert messages(stream) == ["before the capture"]  # through the record, once
+        assert lines.batches == []
+
+        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        journal.append(("no longer logged",))
+        JOURNAL_LOG.setLevel(logging.WARNING)
+        try:
+            handler.flush()
+        finally:
+            JOURNAL_LOG.setLevel(logging.NOTSET)
+        assert not journal.open
+        assert messages(stream) == ["before the capture"]
+
+
+def test_closing_writes_the_journal_and_a_line_not_made_is_reported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = Lines()
+    with json_root(flush_interval=60) as (handler, stream):
+        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert journal is not None
+        journal.append(("kept",))
+        journal.append((object(),))  # orjson cannot take it: reported, left out
+        journal.append(("kept too",))
+        configure_logging("INFO", "text", stream=io.StringIO())  # closes the handler
+        assert not journal.open
+        assert messages(stream) == ["kept", "kept too"]
+        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record) is None
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err
+    assert "line not made" in err
+    assert "TypeError" in err
+
+
+def test_a_handler_that_writes_each_line_at_once_opens_no_journal() -> None:
+    lines = Lines()
+    with json_root(flush_interval=0) as (handler, _):
+        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record) is None
+
+
+def test_a_forked_child_does_not_write_the_parents_journal(tmp_path: Path) -> None:
+    lines = Lines()
+    path = tmp_path / "log"
+    with path.open("w", encoding="utf-8") as stream, json_root(flush_interval=60) as (handler, _):
+        handler.setStream(stream)
+        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert journal is not None
+        journal.append(("parent, pending at the fork",))
+        pid = os.fork()
+        if pid == 0:  # the child: its journal is closed and empty, its flush writes nothing
+            code = 1
+            try:
+                if not journal.open:
+                    handler.flush()
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's journal was still open"
+        handler.flush()
+        assert journal.open
+        assert path.read_text(encoding="utf-8").count("parent, pending at the fork") == 1

@@ -7,14 +7,23 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 
-from building_blocks.fastapi.telemetry import _access_line, _access_record, _log_access, access_log
-from building_blocks.telemetry import configure_logging
+from building_blocks.fastapi.telemetry import (
+    TelemetryMiddleware,
+    _access_line,
+    _access_record,
+    _log_access,
+    access_log,
+)
+from building_blocks.telemetry import Metrics, configure_logging
 from building_blocks.telemetry.context import RequestNotes
 from building_blocks.telemetry.logging import JsonFormatter, direct_json_handler
 
@@ -204,3 +213,70 @@ def test_the_template_line_is_the_record_paths_line_to_the_byte(  # noqa: PLR091
 def test_the_line_time_is_datetimes_isoformat(created: float) -> None:
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     assert JsonFormatter().time_text(created) == expected
+
+
+class _Ok:
+    """An ASGI app that answers 200 to every request."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _get(app: Any, path: str) -> None:
+    scope = {"type": "http", "method": "GET", "path": path, "scheme": "http", "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    await app(scope, receive, send)
+
+
+@contextmanager
+def our_buffered_handler() -> Iterator[tuple[logging.Handler, io.StringIO]]:
+    """As `only_our_handler`, with lines written in batches (the service's default)."""
+    root = logging.getLogger()
+    others = root.handlers[:]
+    root.handlers.clear()
+    out = io.StringIO()
+    handler = configure_logging("INFO", "json", stream=out, flush_interval=60)
+    try:
+        yield handler, out
+    finally:
+        configure_logging("INFO", "text")
+        root.handlers[:] = others
+
+
+async def test_the_middleware_hands_lines_to_the_journal_until_the_setup_changes() -> None:
+    middleware = TelemetryMiddleware(
+        _Ok(), metrics=Metrics(CollectorRegistry()), tracer_provider=trace.NoOpTracerProvider()
+    )
+    with our_buffered_handler() as (handler, stream):
+        for n in range(3):
+            await _get(middleware, f"/users/{n}")
+        assert stream.getvalue() == ""  # held, as values
+        handler.flush()
+        lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+        assert [(line["path"], line["status"], line["level"]) for line in lines] == [
+            (f"/users/{n}", 200, "INFO") for n in range(3)
+        ]
+        assert lines[0]["message"].startswith("GET /users/0 200 ")  # no route: the path
+
+        capture = Capture()
+        access_log.addHandler(capture)  # lines must reach it from now on
+        try:
+            await _get(middleware, "/users/3")  # still appended: the journal is open
+            await _get(middleware, "/users/4")
+            handler.flush()  # finds the change: closes the journal, the lines as records
+            await _get(middleware, "/users/5")  # through `logging` at once
+        finally:
+            access_log.removeHandler(capture)
+        assert [r.__dict__["path"] for r in capture.records] == [f"/users/{n}" for n in (3, 4, 5)]
+
+        await _get(middleware, "/users/6")  # reopens the journal
+        handler.flush()
+        paths = [orjson.loads(line)["path"] for line in stream.getvalue().splitlines()]
+        assert paths == [f"/users/{n}" for n in range(7)]  # every line once, in order
