@@ -397,7 +397,7 @@ def _access_fields(  # noqa: PLR0917 - the fields of one line, in its order
 ) -> tuple[str, dict[str, Any]]:
     """The message and ``extra=`` fields of the record path; `_access_line` makes the
     same values inline (tests/unit/test_direct_access_line.py compares the lines)."""
-    message = f"{method} {route or path} {status} {elapsed * 1000:.1f}ms"
+    message = f"{method} {route or path} {status} {_tenths(elapsed)}ms"
     extra = {
         "method": method,
         "route": route,
@@ -408,6 +408,20 @@ def _access_fields(  # noqa: PLR0917 - the fields of one line, in its order
         "cache": cache,
     }
     return message, extra
+
+
+def _tenths(elapsed: float) -> str:
+    """The message's milliseconds to a tenth, from the microseconds `duration_ms` holds
+    (as `_access_lines` makes them inline)."""
+    tenths = (int(elapsed * 1_000_000 + 0.5) + 50) // 100
+    return f"{tenths // 10}.{tenths % 10}"
+
+
+#: ``duration_ms``'s digits after the point, by the microseconds past its millisecond,
+#: as orjson writes ``micros / 1000`` (no trailing zeros, ``.0`` for none): made from an
+#: integer with one lookup, where orjson formats a float (tests/unit/test_direct_access_line.py
+#: compares the two).
+_FRACTIONS = tuple(("." + f"{r:03d}".rstrip("0")) if r else ".0" for r in range(1000))
 
 
 def _hex_ids(trace_id: int, span_id: int) -> tuple[str | None, str | None]:
@@ -495,18 +509,32 @@ def _access_lines(
     heads = _HEADS.get
     dumps = orjson.dumps
     time_text = formatter.time_text
+    millis_text = formatter.MILLIS
+    fractions = _FRACTIONS
     level_field = _LEVEL_FIELDS.get(level) or _level_field(level)
     made: list[str] = []
     line = made.append
+    last_second = -1  # the time's date and seconds, made once per second of lines
+    second_text = ""
     for entry in entries:
         created, method, route, path, status, elapsed, pool, cache, trace_id, span_id = entry
         try:
+            second = int(created)
+            millis = int((created - second) * 1_000_000 + 0.5) // 1000  # as time_text
+            if second != last_second or millis == 1000:
+                moment = time_text(created)  # rounds into the next second itself
+                second_text, millis_tail = moment[:-10], moment[-10:]
+                last_second = second if millis != 1000 else -1
+            else:
+                millis_tail = millis_text[millis]
+            micros = int(elapsed * 1_000_000 + 0.5)
+            tenths = (micros + 50) // 100
             start, method_route = heads((method, route)) or _head(method, route)
             if start is None:
-                message = f"{method} {route or path} {status} {elapsed * 1000:.1f}ms"
+                message = f"{method} {route or path} {status} {tenths // 10}.{tenths % 10}ms"
                 message = dumps(redact(message)).decode()
             else:
-                message = f'{start}{status} {elapsed * 1000:.1f}ms"'
+                message = f'{start}{status} {tenths // 10}.{tenths % 10}ms"'
             ids = (
                 f',"trace_id":"{trace_id.to_bytes(16, "big").hex()}"'
                 f',"span_id":"{span_id.to_bytes(8, "big").hex()}"'
@@ -514,10 +542,10 @@ def _access_lines(
                 else ""
             )
             line(
-                f'{{"time":"{time_text(created)}",{level_field}'
+                f'{{"time":"{second_text}{millis_tail}",{level_field}'
                 f'"message":{message}{ids}{method_route},"path":{dumps(path).decode()},'
                 f'"status":{status},'
-                f'"duration_ms":{dumps(int(elapsed * 1_000_000 + 0.5) / 1000).decode()},'
+                f'"duration_ms":{micros // 1000}{fractions[micros % 1000]},'
                 f'"pool":{known(pool) or _json_of(pool)},'
                 f'"cache":{known(cache) or _json_of(cache)}}}'
             )

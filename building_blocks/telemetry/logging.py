@@ -95,6 +95,9 @@ class JsonFormatter(logging.Formatter):
     Written for the access log's rate (a line per request): the time's date and seconds
     are formatted once per second."""
 
+    #: The end of a `time_text` within its second, by millisecond (``.042+00:00``).
+    MILLIS = _MILLIS
+
     def __init__(self) -> None:
         super().__init__()
         self._second = -1
