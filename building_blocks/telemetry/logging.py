@@ -367,11 +367,17 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
             journal.logger.handle(record)
 
     def _journal_lines(self, journal: Journal, entries: list[tuple[Any, ...]]) -> str | None:
+        """The lines of a drained batch, made when written (the caller holds the lock)."""
         formatter = self.formatter
-        if type(formatter) is not JsonFormatter:  # changed while draining: as records
-            self._reroute(journal, entries)
-            return None
-        lines = journal.render(formatter, journal.level, entries, self._report_unmade)
+        if type(formatter) is JsonFormatter:
+            lines = journal.render(formatter, journal.level, entries, self._report_unmade)
+        else:  # the format was changed after this batch was drained: its records in it
+            lines = []
+            for entry in entries:
+                try:
+                    lines.append(self.format(journal.to_record(journal.level, entry)))
+                except Exception:
+                    self._report_unmade(entry)
         return self.terminator.join(lines) if lines else None
 
     def _report_unmade(self, args: Any) -> None:

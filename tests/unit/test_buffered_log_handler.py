@@ -374,3 +374,18 @@ def test_a_forked_child_does_not_write_the_parents_journal(tmp_path: Path) -> No
         handler.flush()
         assert journal.open
         assert path.read_text(encoding="utf-8").count("parent, pending at the fork") == 1
+
+
+def test_a_batch_drained_before_the_format_changed_is_written_in_the_new_format() -> None:
+    lines = Lines()
+    with json_root(flush_interval=60) as (handler, stream):
+        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert journal is not None
+        journal.append(("drained as JSON",))
+        JOURNAL_LOG.info("a record drains the journal")  # the batch now waits as pending
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.flush()
+        first, second = stream.getvalue().splitlines()
+        assert first == "INFO drained as JSON"  # made when written, in the format of then
+        assert orjson.loads(second)["message"] == "a record drains the journal"  # made then
+        assert lines.batches == []
