@@ -241,7 +241,7 @@ class TelemetryMiddleware:
                 _finish_span(span, method, route, status, notes.cache)
             journal = self._journal
             if journal.open and level == journal.level:  # the line as its values, no call
-                journal.append(
+                journal.append(  # `_log_access`'s entry, made inline
                     (
                         time.time(),
                         method,
