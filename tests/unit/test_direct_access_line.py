@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from building_blocks.fastapi.telemetry import (
     TelemetryMiddleware,
     _access_line,
+    _access_lines,
     _access_record,
     _log_access,
     access_log,
@@ -280,3 +281,46 @@ async def test_the_middleware_hands_lines_to_the_journal_until_the_setup_changes
         handler.flush()
         paths = [orjson.loads(line)["path"] for line in stream.getvalue().splitlines()]
         assert paths == [f"/users/{n}" for n in range(7)]  # every line once, in order
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    # Lines of one batch: many in the same second, some a millisecond's rounding apart
+    # from the next second, some seconds later.
+    steps=st.lists(
+        st.one_of(
+            st.floats(min_value=0, max_value=0.002),
+            st.sampled_from([0.0, 0.0004995, 0.0005, 0.9995, 0.99951, 1.0, 3.7]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    elapsed=st.floats(min_value=0, max_value=120, allow_nan=False),
+)
+def test_a_batch_of_lines_is_the_record_paths_lines(
+    start: float, steps: list[float], elapsed: float
+) -> None:
+    formatter = JsonFormatter()
+    created = start
+    entries = []
+    for step in steps:
+        created += step
+        entries.append(
+            (
+                created,
+                "GET",
+                "/api/v1/users/{user_id}",
+                "/u/1",
+                200,
+                elapsed,
+                "primary",
+                "hit",
+                7,
+                9,
+            )
+        )
+    expected = [
+        formatter.format(_access_record(entry[0], logging.INFO, *entry[1:])) for entry in entries
+    ]
+    assert _access_lines(JsonFormatter(), logging.INFO, entries) == expected
