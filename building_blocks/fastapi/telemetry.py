@@ -30,7 +30,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from building_blocks.telemetry.context import (
-    RequestNotes,
     close_request,
     exemplar_of,
     open_request,
@@ -239,34 +238,23 @@ class TelemetryMiddleware:
             del active[send_status]
             if recording:
                 _finish_span(span, method, route, status, notes.cache)
+            entry = (  # the access line's values (`_access_lines` makes the line)
+                time.time(),
+                method,
+                route,
+                path,
+                status,
+                elapsed,
+                notes.pool,
+                notes.cache,
+                trace_id,  # 0 is the invalid id (tracing off): no ids in the line
+                span_id,
+            )
             journal = self._journal
-            if journal.open and level == journal.level:  # the line as its values, no call
-                journal.append(  # `_log_access`'s entry, made inline
-                    (
-                        time.time(),
-                        method,
-                        route,
-                        path,
-                        status,
-                        elapsed,
-                        notes.pool,
-                        notes.cache,
-                        trace_id,  # 0 is the invalid id (tracing off): no ids in the line
-                        span_id,
-                    )
-                )
+            if journal.open and level == journal.level:  # handed over without a call
+                journal.append(entry)
             elif access_log.isEnabledFor(level):
-                opened = _log_access(
-                    level,
-                    method,
-                    route,
-                    path,
-                    status,
-                    elapsed,
-                    notes,
-                    trace_id,
-                    span_id,
-                )
+                opened = _log_access(level, entry)
                 if opened.open:  # a quiet route's DEBUG line keeps the INFO journal
                     self._journal = opened
             close_request(notes, token)
@@ -310,19 +298,10 @@ _new_record = object.__new__
 _access_records = _AccessRecords()
 
 
-def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
-    level: int,
-    method: str,
-    route: str,
-    path: str,
-    status: int,
-    elapsed: float,
-    notes: RequestNotes,
-    trace_id: int,
-    span_id: int,
-) -> Journal:
-    """One access line (ids ``0``: none); answers the journal the next INFO lines go to
-    (`CLOSED_JOURNAL`: none, ask again).
+def _log_access(level: int, entry: tuple[Any, ...]) -> Journal:
+    """One access line, of the middleware's ``entry`` (``created, method, route, path,
+    status, elapsed, pool, cache, trace_id, span_id``; ids ``0``: none); answers the
+    journal the next INFO lines go to (`CLOSED_JOURNAL`: none, ask again).
 
     With the service's own JSON handler as the only destination (`direct_json_handler`),
     the line is handed over with its values and made in a batch when the handler writes:
@@ -331,18 +310,6 @@ def _log_access(  # noqa: PLR0917 - one call site, all positional for speed
     or any line when the handler writes each line at once through
     `BufferedStreamHandler.emit_later`. Otherwise a record goes through `logging` with
     the fields as ``extra=`` would put them. The JSON line is the same every way."""
-    entry = (
-        time.time(),
-        method,
-        route,
-        path,
-        status,
-        elapsed,
-        notes.pool,
-        notes.cache,
-        trace_id,
-        span_id,
-    )
     direct = direct_json_handler(access_log, level)
     if direct is None:
         access_log.handle(_access_entry_record(level, entry))

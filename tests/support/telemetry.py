@@ -1,4 +1,5 @@
-"""Test helpers for telemetry: a process-wide span capture, app clients, scrape parsing.
+"""Test helpers for telemetry: a process-wide span capture, app clients, scrape parsing,
+the service's own log handler set up alone.
 
 The OpenTelemetry global tracer provider can be set once per process, so the test run
 installs one SDK provider at start (`install_span_capture`, from ``tests/conftest.py``)
@@ -8,18 +9,26 @@ the spans it recorded through `SpanCapture`. Spans are kept only while a test ca
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TextIO
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from building_blocks.telemetry import configure_logging
+from building_blocks.telemetry.logging import BufferedStreamHandler
+
 __all__ = [
+    "RecordCapture",
     "SpanCapture",
     "install_span_capture",
+    "only_our_json_handler",
     "sample_value",
     "samples",
 ]
@@ -110,3 +119,34 @@ def sample_value(text: str, name: str, **labels: str) -> float:
 
 def span_names(spans: Sequence[ReadableSpan]) -> list[str]:
     return [s.name for s in spans]
+
+
+class RecordCapture(logging.Handler):
+    """Keeps every record handed to it: a second destination, as a test's log capture is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def only_our_json_handler(
+    stream: TextIO, flush_interval: float = 0.0
+) -> Iterator[BufferedStreamHandler]:
+    """The service's JSON handler (`configure_logging`) on ``stream`` as the root logger's
+    only handler, as in production: pytest adds capture handlers to the root logger for
+    each test phase, and any second handler turns the access log's direct paths off.
+    The text format and pytest's handlers are back afterwards."""
+    root = logging.getLogger()
+    others = root.handlers[:]
+    root.handlers.clear()
+    handler = configure_logging("INFO", "json", stream=stream, flush_interval=flush_interval)
+    assert isinstance(handler, BufferedStreamHandler)
+    try:
+        yield handler
+    finally:
+        configure_logging("INFO", "text")
+        root.handlers[:] = others

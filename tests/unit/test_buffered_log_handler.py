@@ -16,6 +16,7 @@ import pytest
 
 from building_blocks.telemetry import configure_logging
 from building_blocks.telemetry.logging import BufferedStreamHandler, JsonFormatter
+from tests.support.telemetry import RecordCapture, only_our_json_handler
 
 
 class CountingStream(io.StringIO):
@@ -28,15 +29,6 @@ class CountingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.writes += 1
         return super().write(text)
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture
@@ -212,19 +204,11 @@ Entry = tuple[Any, ...]
 
 @contextmanager
 def json_root(flush_interval: float) -> Iterator[tuple[BufferedStreamHandler, CountingStream]]:
-    """The service's JSON handler as the root logger's only one (pytest's capture handlers
-    set aside), as `direct_json_handler` needs for a journal."""
-    root = logging.getLogger()
-    others = root.handlers[:]
-    root.handlers.clear()
+    """The service's JSON handler alone on the root logger, as `direct_json_handler`
+    needs for a journal."""
     stream = CountingStream()
-    handler = configure_logging("INFO", "json", stream=stream, flush_interval=flush_interval)
-    assert isinstance(handler, BufferedStreamHandler)
-    try:
+    with only_our_json_handler(stream, flush_interval) as handler:
         yield handler, stream
-    finally:
-        configure_logging("INFO", "text")
-        root.handlers[:] = others
 
 
 class Lines:
@@ -304,7 +288,7 @@ def test_a_changed_setup_closes_the_journal_and_its_lines_go_through_logging() -
         journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
         assert journal is not None
         journal.append(("before the capture",))
-        capture = Capture()
+        capture = RecordCapture()
         JOURNAL_LOG.addHandler(capture)  # a second destination, added while it waits
         try:
             handler.flush()

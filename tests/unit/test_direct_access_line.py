@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,59 +26,45 @@ from building_blocks.fastapi.telemetry import (
     access_log,
 )
 from building_blocks.telemetry import Metrics, configure_logging
-from building_blocks.telemetry.context import RequestNotes
-from building_blocks.telemetry.logging import JsonFormatter, direct_json_handler
-
-ARGS = (
-    "GET",
-    "/api/v1/users/{user_id}",
-    "/api/v1/users/6f1c2a9e-0000-4000-8000-000000000001",
-    200,
-    0.0012345,
-    RequestNotes(cache="miss", pool="replica-0"),
-    0x0AF7651916CD43DD8448EB211C80319C,
-    0xB7AD6B7169203331,
+from building_blocks.telemetry.logging import (
+    BufferedStreamHandler,
+    JsonFormatter,
+    direct_json_handler,
 )
+from tests.support.telemetry import RecordCapture, only_our_json_handler
+
+
+def entry(cache: object = "miss") -> tuple[Any, ...]:
+    """An access line's values, as the middleware hands them to `_log_access`."""
+    path = "/api/v1/users/6f1c2a9e-0000-4000-8000-000000000001"
+    route = "/api/v1/users/{user_id}"
+    trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    return (time.time(), "GET", route, path, 200, 0.0012345, "replica-0", cache, trace_id, span_id)
 
 
 @contextmanager
-def only_our_handler() -> Iterator[io.StringIO]:
-    """The service's own JSON handler as the root logger's only one, as in production
-    (pytest adds capture handlers to the root logger for each test phase)."""
-    root = logging.getLogger()
-    others = root.handlers[:]
-    root.handlers.clear()
+def only_our_handler(
+    flush_interval: float = 0.0,
+) -> Iterator[tuple[BufferedStreamHandler, io.StringIO]]:
+    """Our JSON handler alone on a string (flush_interval 0: each line at once)."""
     out = io.StringIO()
-    configure_logging("INFO", "json", stream=out)  # flush_interval 0: each line at once
-    try:
-        yield out
-    finally:
-        configure_logging("INFO", "text")
-        root.handlers[:] = others
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+    with only_our_json_handler(out, flush_interval) as handler:
+        yield handler, out
 
 
 def test_direct_and_record_lines_are_the_same() -> None:
-    with only_our_handler() as stream:
+    with only_our_handler() as (_, stream):
         _direct_then_through_a_record(stream)
 
 
 def _direct_then_through_a_record(stream: io.StringIO) -> None:
     assert direct_json_handler(access_log, logging.INFO) is not None
-    _log_access(logging.INFO, *ARGS)  # written directly
-    capture = Capture()
+    _log_access(logging.INFO, entry())  # written directly
+    capture = RecordCapture()
     access_log.addHandler(capture)  # a second destination: now through a record
     try:
         assert direct_json_handler(access_log, logging.INFO) is None
-        _log_access(logging.INFO, *ARGS)
+        _log_access(logging.INFO, entry())
     finally:
         access_log.removeHandler(capture)
     direct, through_record = (orjson.loads(line) for line in stream.getvalue().splitlines())
@@ -91,7 +78,7 @@ def _direct_then_through_a_record(stream: io.StringIO) -> None:
 
 
 def test_anything_that_could_see_or_drop_the_record_takes_the_logging_path() -> None:
-    with only_our_handler() as stream:
+    with only_our_handler() as (_, stream):
         _check_fallbacks(stream)
 
 
@@ -130,9 +117,8 @@ def test_a_line_that_cannot_be_made_is_reported_and_left_out(
         def __str__(self) -> str:
             raise RuntimeError("no text either")
 
-    notes = RequestNotes(cache=Unserializable())  # type: ignore[arg-type]
-    with only_our_handler() as stream:
-        _log_access(logging.INFO, *ARGS[:5], notes, *ARGS[6:])  # must not raise
+    with only_our_handler() as (_, stream):
+        _log_access(logging.INFO, entry(cache=Unserializable()))  # must not raise
     assert stream.getvalue() == ""
     # logging's own report of a handler error (Handler.handleError), on stderr.
     err = capsys.readouterr().err
@@ -236,26 +222,11 @@ async def _get(app: Any, path: str) -> None:
     await app(scope, receive, send)
 
 
-@contextmanager
-def our_buffered_handler() -> Iterator[tuple[logging.Handler, io.StringIO]]:
-    """As `only_our_handler`, with lines written in batches (the service's default)."""
-    root = logging.getLogger()
-    others = root.handlers[:]
-    root.handlers.clear()
-    out = io.StringIO()
-    handler = configure_logging("INFO", "json", stream=out, flush_interval=60)
-    try:
-        yield handler, out
-    finally:
-        configure_logging("INFO", "text")
-        root.handlers[:] = others
-
-
 async def test_the_middleware_hands_lines_to_the_journal_until_the_setup_changes() -> None:
     middleware = TelemetryMiddleware(
         _Ok(), metrics=Metrics(CollectorRegistry()), tracer_provider=trace.NoOpTracerProvider()
     )
-    with our_buffered_handler() as (handler, stream):
+    with only_our_handler(flush_interval=60) as (handler, stream):
         for n in range(3):
             await _get(middleware, f"/users/{n}")
         assert stream.getvalue() == ""  # held, as values
@@ -266,7 +237,7 @@ async def test_the_middleware_hands_lines_to_the_journal_until_the_setup_changes
         ]
         assert lines[0]["message"].startswith("GET /users/0 200 ")  # no route: the path
 
-        capture = Capture()
+        capture = RecordCapture()
         access_log.addHandler(capture)  # lines must reach it from now on
         try:
             await _get(middleware, "/users/3")  # still appended: the journal is open
