@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from building_blocks.telemetry import configure_logging
-from building_blocks.telemetry.logging import BufferedStreamHandler, JsonFormatter
+from building_blocks.telemetry.logging import BufferedStreamHandler, Journal, JsonFormatter
 from tests.support.telemetry import RecordCapture, only_our_json_handler
 
 
@@ -233,6 +233,16 @@ class Lines:
                 report(entry)
         return made
 
+    def journal(self, handler: BufferedStreamHandler) -> Journal | None:
+        """``handler``'s journal of `JOURNAL_LOG`'s INFO lines made by these functions."""
+        return handler.journal(JOURNAL_LOG, logging.INFO, self.render, self.record)
+
+    def opened(self, handler: BufferedStreamHandler) -> Journal:
+        """`journal`, which must open."""
+        journal = self.journal(handler)
+        assert journal is not None
+        return journal
+
     @staticmethod
     def record(level: int, entry: Entry) -> logging.LogRecord:
         return logging.makeLogRecord(
@@ -253,8 +263,7 @@ JOURNAL_LOG = logging.getLogger("test.journal")
 def test_journal_lines_are_made_in_batches_in_their_place() -> None:
     lines = Lines()
     with json_root(flush_interval=60) as (handler, stream):
-        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
-        assert journal is not None
+        journal = lines.opened(handler)
         assert journal.open
         journal.append(("one",))
         journal.append(("two",))
@@ -266,14 +275,13 @@ def test_journal_lines_are_made_in_batches_in_their_place() -> None:
         assert stream.writes == 1
         assert messages(stream) == ["one", "two", "record", "three", "now"]
         assert lines.batches == [[("one",), ("two",)], [("three",)]]
-        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record) is journal
+        assert lines.journal(handler) is journal
 
 
 def test_a_journal_is_looked_at_every_interval_while_open() -> None:
     lines = Lines()
     with json_root(flush_interval=0.05) as (handler, stream):
-        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
-        assert journal is not None
+        journal = lines.opened(handler)
         for expected in (["first"], ["first", "second"]):  # the flusher keeps looking
             journal.append((expected[-1],))
             deadline = time.monotonic() + 5
@@ -285,8 +293,7 @@ def test_a_journal_is_looked_at_every_interval_while_open() -> None:
 def test_a_changed_setup_closes_the_journal_and_its_lines_go_through_logging() -> None:
     lines = Lines()
     with json_root(flush_interval=60) as (handler, stream):
-        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
-        assert journal is not None
+        journal = lines.opened(handler)
         journal.append(("before the capture",))
         capture = RecordCapture()
         JOURNAL_LOG.addHandler(capture)  # a second destination, added while it waits
@@ -299,7 +306,7 @@ def test_a_changed_setup_closes_the_journal_and_its_lines_go_through_logging() -
         assert messages(stream) == ["before the capture"]  # through the record, once
         assert lines.batches == []
 
-        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
+        assert lines.journal(handler)
         journal.append(("no longer logged",))
         JOURNAL_LOG.setLevel(logging.WARNING)
         try:
@@ -315,15 +322,14 @@ def test_closing_writes_the_journal_and_a_line_not_made_is_reported(
 ) -> None:
     lines = Lines()
     with json_root(flush_interval=60) as (handler, stream):
-        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
-        assert journal is not None
+        journal = lines.opened(handler)
         journal.append(("kept",))
         journal.append((object(),))  # orjson cannot take it: reported, left out
         journal.append(("kept too",))
         configure_logging("INFO", "text", stream=io.StringIO())  # closes the handler
         assert not journal.open
         assert messages(stream) == ["kept", "kept too"]
-        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record) is None
+        assert lines.journal(handler) is None
     err = capsys.readouterr().err
     assert "--- Logging error ---" in err
     assert "line not made" in err
@@ -333,7 +339,7 @@ def test_closing_writes_the_journal_and_a_line_not_made_is_reported(
 def test_a_handler_that_writes_each_line_at_once_opens_no_journal() -> None:
     lines = Lines()
     with json_root(flush_interval=0) as (handler, _):
-        assert handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record) is None
+        assert lines.journal(handler) is None
 
 
 def test_a_forked_child_does_not_write_the_parents_journal(tmp_path: Path) -> None:
@@ -341,8 +347,7 @@ def test_a_forked_child_does_not_write_the_parents_journal(tmp_path: Path) -> No
     path = tmp_path / "log"
     with path.open("w", encoding="utf-8") as stream, json_root(flush_interval=60) as (handler, _):
         handler.setStream(stream)
-        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
-        assert journal is not None
+        journal = lines.opened(handler)
         journal.append(("parent, pending at the fork",))
         pid = os.fork()
         if pid == 0:  # the child: its journal is closed and empty, its flush writes nothing
@@ -363,8 +368,7 @@ def test_a_forked_child_does_not_write_the_parents_journal(tmp_path: Path) -> No
 def test_a_batch_drained_before_the_format_changed_is_written_in_the_new_format() -> None:
     lines = Lines()
     with json_root(flush_interval=60) as (handler, stream):
-        journal = handler.journal(JOURNAL_LOG, logging.INFO, lines.render, lines.record)
-        assert journal is not None
+        journal = lines.opened(handler)
         journal.append(("drained as JSON",))
         JOURNAL_LOG.info("a record drains the journal")  # the batch now waits as pending
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
